@@ -1,0 +1,91 @@
+/*
+ * twin/registry.h - device identities (PROTOCOL.md §7).
+ *
+ * An identity is created with its twin and deleted with it. Writes join the
+ * store's open batch (twin/store.h); nothing is durable before
+ * twin_store_commit.
+ */
+#ifndef TWIN_REGISTRY_H
+#define TWIN_REGISTRY_H
+
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "twin/error.h"
+#include "twin/limits.h"
+#include "twin/store.h"
+
+typedef enum twin_auth_type {
+	TWIN_AUTH_SAS = 0,
+	TWIN_AUTH_SELF_SIGNED,
+	TWIN_AUTH_CA,
+	TWIN_AUTH_NONE,
+} twin_auth_type;
+
+typedef struct twin_identity {
+	char device_id[TWIN_DEVICE_ID_MAX + 1];
+	char generation_id[24];
+	uint64_t etag_counter; /* deviceEtag = base64 of its decimal form */
+	int enabled;
+	char status_reason[TWIN_STATUS_REASON_MAX + 1];
+	int64_t status_updated; /* ticks; 0 = never */
+	twin_auth_type auth_type;
+	char primary_key[TWIN_SYM_KEY_B64_MAX + 1]; /* base64; "" when not sas */
+	char secondary_key[TWIN_SYM_KEY_B64_MAX + 1];
+	char primary_thumbprint[TWIN_THUMBPRINT_MAX + 1]; /* hex, upper case; "" = null */
+	char secondary_thumbprint[TWIN_THUMBPRINT_MAX + 1];
+	int connected;
+	int64_t connection_state_updated;
+	int64_t last_activity;
+	char model_id[TWIN_MODEL_ID_MAX + 1];
+} twin_identity;
+
+#define TWIN_ETAG_MAX 32
+
+/* Non-zero if id is a valid deviceId: 1–128 ASCII letters, digits and
+ * - : . + % _ # * ? ! ( ) , = @ ; $ ' */
+int twin_device_id_valid(const char *id);
+
+/* "sas", "selfSigned", "certificateAuthority", "none". */
+const char *twin_auth_type_name(twin_auth_type t);
+
+/* The identity etag (deviceEtag) of id into out. */
+void twin_identity_etag(const twin_identity *id, char out[TWIN_ETAG_MAX]);
+
+/* The IoT Hub identity object (§7) of id. Caller owns the result
+ * (cJSON_Delete); NULL when out of memory. */
+cJSON *twin_identity_to_json(const twin_identity *id);
+
+/* Create identity device_id from spec, an IoT Hub identity object or NULL
+ * for all defaults (enabled, sas). Missing or "" symmetric keys of a sas
+ * identity are generated from OpenSSL's RNG. The twin is created with it
+ * (version 2, both section $versions 1). spec's "deviceId", when present,
+ * must equal device_id; broker-maintained fields in spec are ignored.
+ * Errors: TWIN_E_INVALID (bad id or field, message names it), TWIN_E_EXISTS,
+ * TWIN_E_STORAGE, TWIN_E_NOMEM. out may be NULL. */
+twin_err twin_device_create(twin_store *s, const char *device_id, const cJSON *spec,
+                            twin_identity *out, twin_error *err);
+
+/* Read identity device_id into out. TWIN_E_NOT_FOUND when it does not exist. */
+twin_err twin_device_get(twin_store *s, const char *device_id, twin_identity *out,
+                         twin_error *err);
+
+/* Update identity device_id from spec (PUT semantics for the fields spec
+ * has: status, statusReason, authentication; absent fields keep their value;
+ * "" keys are regenerated). if_match: NULL or "*" for unconditional, else a
+ * deviceEtag, quoted or not; a mismatch is TWIN_E_PRECONDITION. The identity
+ * etag changes; the twin's version and etag do not. out may be NULL. */
+twin_err twin_device_update(twin_store *s, const char *device_id, const cJSON *spec,
+                            const char *if_match, twin_identity *out, twin_error *err);
+
+/* Delete identity device_id and its twin. if_match as for update. */
+twin_err twin_device_delete(twin_store *s, const char *device_id, const char *if_match,
+                            twin_error *err);
+
+/* Record a connect (connected != 0) or disconnect of device_id at the store's
+ * clock. A system-field change: neither the twin version nor an etag moves. */
+twin_err twin_device_set_connected(twin_store *s, const char *device_id, int connected,
+                                   twin_error *err);
+
+#endif

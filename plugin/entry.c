@@ -1,0 +1,93 @@
+/*
+ * entry.c - the three plugin entry points: version, init, cleanup.
+ *
+ * Init refuses two configurations it cannot serve correctly (DESIGN.md §2):
+ * per_listener_settings true, where Mosquitto 2.0.11 never fires TICK and
+ * group commit would never commit; and a second init of this copy of the
+ * library (the plugin named twice), which would open the database twice.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "plugin.h"
+
+#define PLG_EXPORT __attribute__((visibility("default")))
+
+/* Mirror of Mosquitto 2.0's private struct mosquitto_plugin_id_t, whose only
+ * member is the listener the plugin was configured on: NULL unless
+ * per_listener_settings is true (src/plugin.c, src/security.c). The public
+ * API offers no other way to tell. */
+struct plg_plugin_id_2_0 {
+	void *listener;
+};
+
+/* Set by the first successful init; the library is loaded once per broker. */
+static int plg_initialised;
+
+PLG_EXPORT int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+{
+	for (int i = 0; i < supported_version_count; i++)
+		if (supported_versions[i] == 5)
+			return 5;
+	return -1;
+}
+
+static int refuse(const char *why)
+{
+	mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "refusing to start: %s", why);
+	return MOSQ_ERR_NOT_SUPPORTED;
+}
+
+PLG_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+                                     struct mosquitto_opt *opts, int opt_count)
+{
+	plg_ctx *ctx;
+	twin_error err;
+	int rc;
+
+	*userdata = NULL;
+	if (plg_initialised)
+		return refuse("the plugin is loaded more than once (one 'plugin' line only).");
+	if (((struct plg_plugin_id_2_0 *)identifier)->listener != NULL)
+		return refuse("per_listener_settings true is not supported (Mosquitto 2.0 "
+		              "never sends it the TICK event group commit needs).");
+	ctx = calloc(1, sizeof(*ctx));
+	if (ctx == NULL)
+		return MOSQ_ERR_NOMEM;
+	ctx->pid = identifier;
+	rc = plg_options_parse(&ctx->opts, opts, opt_count);
+	if (rc != MOSQ_ERR_SUCCESS)
+		goto fail;
+	if (twin_store_open(&ctx->opts.store, &ctx->store, &err) != TWIN_OK) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "%s", err.message);
+		rc = MOSQ_ERR_UNKNOWN;
+		goto fail;
+	}
+	mosquitto_log_printf(MOSQ_LOG_INFO, PLG_LOG_PREFIX "database open at %s (map %zu MiB).",
+	                     ctx->opts.db_path, twin_store_map_size(ctx->store) >> 20);
+	plg_initialised = 1;
+	*userdata = ctx;
+	return MOSQ_ERR_SUCCESS;
+fail:
+	plg_options_free(&ctx->opts);
+	free(ctx);
+	return rc;
+}
+
+PLG_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt_count)
+{
+	plg_ctx *ctx = userdata;
+
+	(void)opts;
+	(void)opt_count;
+	/* Mosquitto also calls cleanup for an instance whose init failed. */
+	if (ctx == NULL)
+		return MOSQ_ERR_SUCCESS;
+	twin_store_close(ctx->store);
+	mosquitto_log_printf(MOSQ_LOG_INFO, PLG_LOG_PREFIX "database closed cleanly (%s).",
+	                     ctx->opts.db_path);
+	plg_options_free(&ctx->opts);
+	free(ctx);
+	plg_initialised = 0;
+	return MOSQ_ERR_SUCCESS;
+}

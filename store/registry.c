@@ -1,0 +1,452 @@
+/*
+ * registry.c - device identities (PROTOCOL.md §7).
+ *
+ * An identity record is a fixed-size binary copy of twin_identity behind a
+ * format tag: identities are read on every device connect, and a memcpy is
+ * cheaper than a parse. Timestamps are 100 ns ticks, which a JSON number
+ * (a double) cannot hold exactly. A change of twin_identity's layout must
+ * bump REGISTRY_FORMAT and convert old records.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "db.h"
+#include "twin/doc.h"
+#include "twin/registry.h"
+#include "twin_records.h"
+
+#define REGISTRY_FORMAT 0x74770001u /* "tw" + format 1 */
+
+typedef struct identity_record {
+	uint32_t format;
+	twin_identity id;
+} identity_record;
+
+static const char *auth_names[] = {
+	[TWIN_AUTH_SAS] = "sas",
+	[TWIN_AUTH_SELF_SIGNED] = "selfSigned",
+	[TWIN_AUTH_CA] = "certificateAuthority",
+	[TWIN_AUTH_NONE] = "none",
+};
+
+const char *twin_auth_type_name(twin_auth_type t)
+{
+	return auth_names[t];
+}
+
+int twin_device_id_valid(const char *id)
+{
+	static const char extra[] = "-:.+%_#*?!(),=@;$'";
+	size_t n = id ? strlen(id) : 0;
+
+	if (n == 0 || n > TWIN_DEVICE_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)id[i];
+
+		if (!(c < 0x80 && (isalnum(c) || strchr(extra, c) != NULL)))
+			return 0;
+	}
+	return 1;
+}
+
+void twin_identity_etag(const twin_identity *id, char out[TWIN_ETAG_MAX])
+{
+	char dec[24];
+	int n = snprintf(dec, sizeof(dec), "%" PRIu64, id->etag_counter);
+
+	EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)dec, n);
+}
+
+/* Decoded length of a strict, padded base64 string, or -1 if it is not one. */
+static int base64_decoded_len(const char *s)
+{
+	size_t n = strlen(s), pad = 0;
+
+	if (n == 0 || n % 4 != 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '=' && i >= n - 2) {
+			pad++;
+			continue;
+		}
+		if (pad || !(isalnum(c) || c == '+' || c == '/'))
+			return -1;
+	}
+	return (int)(n / 4 * 3 - pad);
+}
+
+static twin_err generate_key(char out[TWIN_SYM_KEY_B64_MAX + 1], twin_error *err)
+{
+	unsigned char raw[TWIN_SYM_KEY_GEN_BYTES];
+
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		return twin_error_set(err, TWIN_E_STORAGE, "Random number generator failed.");
+	EVP_EncodeBlock((unsigned char *)out, raw, sizeof(raw));
+	return TWIN_OK;
+}
+
+/* Set *key from spec member name: absent or "" generates one, else it must be
+ * base64 of 16–64 bytes. */
+static twin_err key_from_spec(const cJSON *sym, const char *name, char *key, twin_error *err)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(sym, name);
+	int n;
+
+	if (v == NULL || cJSON_IsNull(v) || (cJSON_IsString(v) && v->valuestring[0] == '\0'))
+		return generate_key(key, err);
+	if (!cJSON_IsString(v))
+		return twin_error_set(err, TWIN_E_INVALID,
+		                      "authentication.symmetricKey.%s must be a string.", name);
+	n = base64_decoded_len(v->valuestring);
+	if (n < TWIN_SYM_KEY_MIN_BYTES || n > TWIN_SYM_KEY_MAX_BYTES)
+		return twin_error_set(err, TWIN_E_INVALID,
+		                      "authentication.symmetricKey.%s must be base64 of %d to %d bytes.",
+		                      name, TWIN_SYM_KEY_MIN_BYTES, TWIN_SYM_KEY_MAX_BYTES);
+	snprintf(key, TWIN_SYM_KEY_B64_MAX + 1, "%s", v->valuestring);
+	return TWIN_OK;
+}
+
+static twin_err thumbprint_from_spec(const cJSON *x509, const char *name, char *out,
+                                     twin_error *err)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(x509, name);
+	size_t n;
+
+	out[0] = '\0';
+	if (v == NULL || cJSON_IsNull(v) || (cJSON_IsString(v) && v->valuestring[0] == '\0'))
+		return TWIN_OK;
+	n = cJSON_IsString(v) ? strlen(v->valuestring) : 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isxdigit((unsigned char)v->valuestring[i]))
+			n = 0;
+	if (n != 40 && n != 64)
+		return twin_error_set(err, TWIN_E_INVALID,
+		                      "authentication.x509Thumbprint.%s must be 40 or 64 hex digits.",
+		                      name);
+	memcpy(out, v->valuestring, n + 1);
+	return TWIN_OK;
+}
+
+static twin_err auth_type_from_spec(const cJSON *auth, twin_auth_type *type, twin_error *err)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(auth, "type");
+
+	if (v == NULL)
+		return TWIN_OK;
+	for (int t = TWIN_AUTH_SAS; cJSON_IsString(v) && t <= TWIN_AUTH_NONE; t++) {
+		if (strcmp(v->valuestring, auth_names[t]) == 0) {
+			*type = (twin_auth_type)t;
+			return TWIN_OK;
+		}
+	}
+	return twin_error_set(err, TWIN_E_INVALID,
+	                      "authentication.type must be one of sas, selfSigned, "
+	                      "certificateAuthority, none.");
+}
+
+/* Apply spec.authentication to id. Keys exist only for sas identities,
+ * thumbprints only for selfSigned ones. */
+static twin_err auth_from_spec(const cJSON *auth, twin_identity *id, int creating,
+                               twin_error *err)
+{
+	const cJSON *sym = cJSON_GetObjectItemCaseSensitive(auth, "symmetricKey");
+	const cJSON *x509 = cJSON_GetObjectItemCaseSensitive(auth, "x509Thumbprint");
+	twin_err rc;
+
+	if (auth != NULL && !cJSON_IsObject(auth))
+		return twin_error_set(err, TWIN_E_INVALID, "authentication must be a JSON object.");
+	if (auth == NULL && !creating)
+		return TWIN_OK;
+	rc = auth_type_from_spec(auth, &id->auth_type, err);
+	id->primary_key[0] = id->secondary_key[0] = '\0';
+	id->primary_thumbprint[0] = id->secondary_thumbprint[0] = '\0';
+	if (rc == TWIN_OK && id->auth_type == TWIN_AUTH_SAS) {
+		rc = key_from_spec(sym, "primaryKey", id->primary_key, err);
+		if (rc == TWIN_OK)
+			rc = key_from_spec(sym, "secondaryKey", id->secondary_key, err);
+	}
+	if (rc == TWIN_OK && id->auth_type == TWIN_AUTH_SELF_SIGNED) {
+		rc = thumbprint_from_spec(x509, "primaryThumbprint", id->primary_thumbprint, err);
+		if (rc == TWIN_OK)
+			rc = thumbprint_from_spec(x509, "secondaryThumbprint",
+			                          id->secondary_thumbprint, err);
+		if (rc == TWIN_OK && !id->primary_thumbprint[0] && !id->secondary_thumbprint[0])
+			rc = twin_error_set(err, TWIN_E_INVALID,
+			                    "A selfSigned identity needs a thumbprint.");
+	}
+	return rc;
+}
+
+static twin_err status_from_spec(twin_store *s, const cJSON *spec, twin_identity *id,
+                                 twin_error *err)
+{
+	const cJSON *st = cJSON_GetObjectItemCaseSensitive(spec, "status");
+	const cJSON *why = cJSON_GetObjectItemCaseSensitive(spec, "statusReason");
+	int enabled = id->enabled;
+
+	if (st != NULL) {
+		if (cJSON_IsString(st) && strcmp(st->valuestring, "enabled") == 0)
+			enabled = 1;
+		else if (cJSON_IsString(st) && strcmp(st->valuestring, "disabled") == 0)
+			enabled = 0;
+		else
+			return twin_error_set(err, TWIN_E_INVALID,
+			                      "status must be \"enabled\" or \"disabled\".");
+	}
+	if (why != NULL && !cJSON_IsNull(why)) {
+		if (!cJSON_IsString(why) || strlen(why->valuestring) > TWIN_STATUS_REASON_MAX)
+			return twin_error_set(err, TWIN_E_INVALID,
+			                      "statusReason must be a string of at most %d characters.",
+			                      TWIN_STATUS_REASON_MAX);
+		snprintf(id->status_reason, sizeof(id->status_reason), "%s", why->valuestring);
+	} else if (why != NULL) {
+		id->status_reason[0] = '\0';
+	}
+	if (enabled != id->enabled)
+		id->status_updated = twin_store_now(s);
+	id->enabled = enabled;
+	return TWIN_OK;
+}
+
+/* Apply the writable fields of spec (status, statusReason, authentication). */
+static twin_err identity_from_spec(twin_store *s, const char *device_id, const cJSON *spec,
+                                   twin_identity *id, int creating, twin_error *err)
+{
+	const cJSON *sid;
+	twin_err rc;
+
+	if (spec == NULL)
+		return creating ? auth_from_spec(NULL, id, 1, err) : TWIN_OK;
+	if (!cJSON_IsObject(spec))
+		return twin_error_set(err, TWIN_E_INVALID, "The identity must be a JSON object.");
+	sid = cJSON_GetObjectItemCaseSensitive(spec, "deviceId");
+	if (sid != NULL && !(cJSON_IsString(sid) && strcmp(sid->valuestring, device_id) == 0))
+		return twin_error_set(err, TWIN_E_INVALID,
+		                      "deviceId in the body does not match '%s'.", device_id);
+	rc = status_from_spec(s, spec, id, err);
+	if (rc == TWIN_OK)
+		rc = auth_from_spec(cJSON_GetObjectItemCaseSensitive(spec, "authentication"), id,
+		                    creating, err);
+	return rc;
+}
+
+static twin_err check_id(const char *device_id, twin_error *err)
+{
+	if (!twin_device_id_valid(device_id))
+		return twin_error_set(err, TWIN_E_INVALID,
+		                      "Invalid deviceId: 1-128 ASCII letters, digits or "
+		                      "-:.+%%_#*?!(),=@;$' are allowed.");
+	return TWIN_OK;
+}
+
+static twin_err load_identity(twin_store *s, const char *device_id, twin_identity *out,
+                              twin_error *err)
+{
+	identity_record rec;
+	MDB_val v;
+	twin_err rc = db_get(s, DB_DEVICES, device_id, strlen(device_id), &v, err);
+
+	if (rc == TWIN_E_NOT_FOUND)
+		return twin_error_set(err, rc, "Device '%s' not found.", device_id);
+	if (rc != TWIN_OK)
+		return rc;
+	if (v.mv_size != sizeof(rec))
+		return twin_error_set(err, TWIN_E_STORAGE, "Storage error: bad identity record.");
+	memcpy(&rec, v.mv_data, sizeof(rec));
+	if (rec.format != REGISTRY_FORMAT)
+		return twin_error_set(err, TWIN_E_STORAGE, "Storage error: unknown identity format.");
+	*out = rec.id;
+	return TWIN_OK;
+}
+
+static twin_err store_identity(twin_store *s, const twin_identity *id, twin_error *err)
+{
+	identity_record rec;
+
+	memset(&rec, 0, sizeof(rec));
+	rec.format = REGISTRY_FORMAT;
+	rec.id = *id;
+	return db_put(s, DB_DEVICES, id->device_id, strlen(id->device_id), &rec, sizeof(rec), err);
+}
+
+twin_err twin_device_get(twin_store *s, const char *device_id, twin_identity *out,
+                         twin_error *err)
+{
+	twin_err rc = check_id(device_id, err);
+
+	if (rc == TWIN_OK)
+		rc = db_read_begin(s, err);
+	if (rc != TWIN_OK)
+		return rc;
+	rc = load_identity(s, device_id, out, err);
+	db_read_end(s);
+	return rc;
+}
+
+twin_err twin_device_create(twin_store *s, const char *device_id, const cJSON *spec,
+                            twin_identity *out, twin_error *err)
+{
+	twin_identity id, existing;
+	uint64_t gen;
+	twin_err rc = check_id(device_id, err);
+
+	memset(&id, 0, sizeof(id));
+	snprintf(id.device_id, sizeof(id.device_id), "%s", device_id);
+	id.enabled = 1;
+	id.etag_counter = 1;
+	if (rc == TWIN_OK)
+		rc = identity_from_spec(s, device_id, spec, &id, 1, err);
+	if (rc == TWIN_OK && RAND_bytes((unsigned char *)&gen, sizeof(gen)) != 1)
+		rc = twin_error_set(err, TWIN_E_STORAGE, "Random number generator failed.");
+	if (rc == TWIN_OK)
+		rc = db_write_begin(s, err);
+	if (rc == TWIN_OK) {
+		rc = load_identity(s, device_id, &existing, err);
+		if (rc == TWIN_OK)
+			return twin_error_set(err, TWIN_E_EXISTS, "Device '%s' already exists.",
+			                      device_id);
+		if (rc == TWIN_E_NOT_FOUND)
+			rc = TWIN_OK;
+	}
+	if (rc != TWIN_OK)
+		return rc;
+	/* generationId tells a re-created identity from the deleted one. */
+	snprintf(id.generation_id, sizeof(id.generation_id), "%018" PRIu64,
+	         gen % UINT64_C(1000000000000000000));
+	rc = store_identity(s, &id, err);
+	if (rc == TWIN_OK)
+		rc = twin_records_create(s, device_id, err);
+	if (rc == TWIN_OK && out != NULL)
+		*out = id;
+	return rc;
+}
+
+/* Load for a write and check the identity etag. */
+static twin_err load_for_update(twin_store *s, const char *device_id, const char *if_match,
+                                twin_identity *id, twin_error *err)
+{
+	char etag[TWIN_ETAG_MAX];
+	twin_err rc = check_id(device_id, err);
+
+	if (rc == TWIN_OK)
+		rc = db_write_begin(s, err);
+	if (rc == TWIN_OK)
+		rc = load_identity(s, device_id, id, err);
+	if (rc != TWIN_OK)
+		return rc;
+	twin_identity_etag(id, etag);
+	if (!twin_etag_matches(if_match, etag))
+		return twin_error_set(err, TWIN_E_PRECONDITION,
+		                      "Precondition failed: the device etag is %s.", etag);
+	return TWIN_OK;
+}
+
+twin_err twin_device_update(twin_store *s, const char *device_id, const cJSON *spec,
+                            const char *if_match, twin_identity *out, twin_error *err)
+{
+	twin_identity id, updated;
+	twin_err rc = load_for_update(s, device_id, if_match, &id, err);
+
+	if (rc != TWIN_OK)
+		return rc;
+	updated = id;
+	rc = identity_from_spec(s, device_id, spec, &updated, 0, err);
+	if (rc != TWIN_OK)
+		return rc;
+	updated.etag_counter++;
+	rc = store_identity(s, &updated, err);
+	if (rc == TWIN_OK && out != NULL)
+		*out = updated;
+	return rc;
+}
+
+twin_err twin_device_delete(twin_store *s, const char *device_id, const char *if_match,
+                            twin_error *err)
+{
+	twin_identity id;
+	twin_err rc = load_for_update(s, device_id, if_match, &id, err);
+
+	if (rc == TWIN_OK)
+		rc = db_del(s, DB_DEVICES, device_id, strlen(device_id), err);
+	if (rc == TWIN_OK)
+		rc = twin_records_delete(s, device_id, err);
+	return rc;
+}
+
+twin_err twin_device_set_connected(twin_store *s, const char *device_id, int connected,
+                                   twin_error *err)
+{
+	twin_identity id;
+	int64_t now = twin_store_now(s);
+	twin_err rc = check_id(device_id, err);
+
+	if (rc == TWIN_OK)
+		rc = db_write_begin(s, err);
+	if (rc == TWIN_OK)
+		rc = load_identity(s, device_id, &id, err);
+	if (rc != TWIN_OK)
+		return rc;
+	id.connected = connected != 0;
+	id.connection_state_updated = now;
+	if (connected)
+		id.last_activity = now;
+	return store_identity(s, &id, err);
+}
+
+static int add_string_or_null(cJSON *obj, const char *name, const char *value)
+{
+	return (value[0] ? cJSON_AddStringToObject(obj, name, value)
+	                 : cJSON_AddNullToObject(obj, name)) != NULL;
+}
+
+static int add_time(cJSON *obj, const char *name, int64_t ticks)
+{
+	char ts[TWIN_TIMESTAMP_MAX];
+
+	twin_timestamp_format(ticks, ts);
+	return cJSON_AddStringToObject(obj, name, ts) != NULL;
+}
+
+cJSON *twin_identity_to_json(const twin_identity *id)
+{
+	char etag[TWIN_ETAG_MAX];
+	cJSON *o = cJSON_CreateObject(), *auth, *sym, *x509, *caps;
+	int ok = o != NULL;
+
+	twin_identity_etag(id, etag);
+	ok = ok && cJSON_AddStringToObject(o, "deviceId", id->device_id);
+	ok = ok && cJSON_AddStringToObject(o, "generationId", id->generation_id);
+	ok = ok && cJSON_AddStringToObject(o, "etag", etag);
+	ok = ok && cJSON_AddStringToObject(o, "connectionState",
+	                                   id->connected ? "Connected" : "Disconnected");
+	ok = ok && cJSON_AddStringToObject(o, "status", id->enabled ? "enabled" : "disabled");
+	ok = ok && add_string_or_null(o, "statusReason", id->status_reason);
+	ok = ok && add_time(o, "connectionStateUpdatedTime", id->connection_state_updated);
+	ok = ok && add_time(o, "statusUpdatedTime", id->status_updated);
+	ok = ok && add_time(o, "lastActivityTime", id->last_activity);
+	ok = ok && cJSON_AddNumberToObject(o, "cloudToDeviceMessageCount", 0);
+	ok = ok && (auth = cJSON_AddObjectToObject(o, "authentication")) != NULL;
+	ok = ok && (sym = cJSON_AddObjectToObject(auth, "symmetricKey")) != NULL;
+	ok = ok && add_string_or_null(sym, "primaryKey", id->primary_key);
+	ok = ok && add_string_or_null(sym, "secondaryKey", id->secondary_key);
+	ok = ok && (x509 = cJSON_AddObjectToObject(auth, "x509Thumbprint")) != NULL;
+	ok = ok && add_string_or_null(x509, "primaryThumbprint", id->primary_thumbprint);
+	ok = ok && add_string_or_null(x509, "secondaryThumbprint", id->secondary_thumbprint);
+	ok = ok && cJSON_AddStringToObject(auth, "type", auth_names[id->auth_type]);
+	ok = ok && (caps = cJSON_AddObjectToObject(o, "capabilities")) != NULL;
+	ok = ok && cJSON_AddFalseToObject(caps, "iotEdge");
+	if (!ok) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
