@@ -24,6 +24,7 @@ void twin_timestamp_format(int64_t ticks, char out[TWIN_TIMESTAMP_MAX])
 	 * a sane clock never reaches them. */
 	snprintf(out, TWIN_TIMESTAMP_MAX, "%04u-%02u-%02uT%02u:%02u:%02u.%07uZ",
 	         (unsigned)(tm.tm_year + 1900) % 10000u, (unsigned)(tm.tm_mon + 1) % 100u,
-	         (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u,
-	         (unsigned)tm.tm_sec % 100u, (unsigned)(ticks % 10000000));
+	         (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u,
+	         (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u,
+	         (unsigned)(ticks % 10000000));
 }

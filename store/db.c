@@ -93,9 +93,10 @@ twin_err twin_store_open(const twin_store_options *o, twin_store **out, twin_err
 		return twin_error_set(err, TWIN_E_STORAGE, "No database path given.");
 	rc = make_dirs(o->path);
 	if (rc != 0)
-		return twin_error_set(err, TWIN_E_STORAGE,
-		                      "Cannot create database directory '%s': %s (running as uid %ld)",
-		                      o->path, strerror(rc), (long)geteuid());
+		return twin_error_set(
+		        err, TWIN_E_STORAGE,
+		        "Cannot create database directory '%s': %s (running as uid %ld)", o->path,
+		        strerror(rc), (long)geteuid());
 	s = calloc(1, sizeof(*s));
 	if (s == NULL || (s->path = strdup(o->path)) == NULL) {
 		free(s);
@@ -114,8 +115,9 @@ twin_err twin_store_open(const twin_store_options *o, twin_store **out, twin_err
 	if (rc == 0)
 		rc = mdb_env_open(s->env, o->path, MDB_NOTLS, 0600);
 	if (rc != 0) {
-		twin_error_set(err, TWIN_E_STORAGE, "Cannot open database '%s': %s (running as uid %ld)",
-		               o->path, mdb_strerror(rc), (long)geteuid());
+		twin_error_set(err, TWIN_E_STORAGE,
+		               "Cannot open database '%s': %s (running as uid %ld)", o->path,
+		               mdb_strerror(rc), (long)geteuid());
 		twin_store_close(s);
 		return TWIN_E_STORAGE;
 	}
@@ -223,8 +225,9 @@ twin_err db_write_begin(twin_store *s, twin_error *err)
 	int rc;
 
 	if (s->batch_failed)
-		return twin_error_set(err, TWIN_E_STORAGE,
-		                      "Storage error: the batch failed and awaits commit or abort.");
+		return twin_error_set(
+		        err, TWIN_E_STORAGE,
+		        "Storage error: the batch failed and awaits commit or abort.");
 	if (s->wtxn != NULL)
 		return TWIN_OK;
 	rc = mdb_txn_begin(s->env, NULL, 0, &s->wtxn);

@@ -18,11 +18,7 @@
 
 #include "twin/store.h"
 
-typedef enum db_table {
-	DB_DEVICES = 0,
-	DB_TWINS,
-	DB_TABLE_COUNT
-} db_table;
+typedef enum db_table { DB_DEVICES = 0, DB_TWINS, DB_TABLE_COUNT } db_table;
 
 /* Write log of the open batch: every put and delete, in order, so a batch
  * can be re-applied after the map is grown. */
@@ -34,9 +30,9 @@ typedef struct db_wlog {
 struct twin_store {
 	MDB_env *env;
 	MDB_dbi dbi[DB_TABLE_COUNT];
-	MDB_txn *wtxn; /* the open batch, or NULL */
-	MDB_txn *rtxn; /* reusable read-only txn, reset while unused */
-	int rtxn_depth; /* nesting of db_read_begin on rtxn */
+	MDB_txn *wtxn;    /* the open batch, or NULL */
+	MDB_txn *rtxn;    /* reusable read-only txn, reset while unused */
+	int rtxn_depth;   /* nesting of db_read_begin on rtxn */
 	int batch_failed; /* a write failed: the batch is gone, commit must fail */
 	db_wlog wlog;
 	size_t map_size;

@@ -14,11 +14,37 @@
 #define META_LAST_UPDATED "$lastUpdated"
 #define META_LAST_VERSION "$lastUpdatedVersion"
 
+/* A copy of key from cJSON's allocator, so trees stay freeable by
+ * cJSON_Delete whatever hooks are installed. */
+static char *key_dup(const char *key)
+{
+	size_t n = strlen(key) + 1;
+	char *k = cJSON_malloc(n);
+
+	if (k != NULL)
+		memcpy(k, key, n);
+	return k;
+}
+
+/* obj[key] = item, in place of an existing member or appended. item takes a
+ * copy of key unless it already carries that key: cJSON's own replace frees
+ * item->string before copying key, which is a use-after-free when key is
+ * item->string, as it is for nodes moved out of a patch. */
 static int set_member(cJSON *obj, const char *key, cJSON *item)
 {
-	if (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL)
-		return cJSON_ReplaceItemInObjectCaseSensitive(obj, key, item);
-	return cJSON_AddItemToObject(obj, key, item);
+	cJSON *cur = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+	if (item->string == NULL || strcmp(item->string, key) != 0) {
+		char *k = key_dup(key);
+
+		if (k == NULL)
+			return 0;
+		cJSON_free(item->string);
+		item->string = k;
+	}
+	if (cur != NULL)
+		return cJSON_ReplaceItemViaPointer(obj, cur, item);
+	return cJSON_AddItemToArray(obj, item); /* appends and keeps item->string */
 }
 
 static twin_err stamp_node(cJSON *node, const twin_stamp *st)
@@ -34,7 +60,7 @@ static twin_err stamp_node(cJSON *node, const twin_stamp *st)
 		when = cJSON_CreateString(st->when);
 		if (when == NULL)
 			return TWIN_E_NOMEM;
-		when->string = strdup(META_LAST_UPDATED);
+		when->string = key_dup(META_LAST_UPDATED);
 		if (when->string == NULL) {
 			cJSON_Delete(when);
 			return TWIN_E_NOMEM;
@@ -56,7 +82,7 @@ static twin_err stamp_node(cJSON *node, const twin_stamp *st)
 	if (ver == NULL)
 		return TWIN_E_NOMEM;
 	/* Insert right after "$lastUpdated" to keep stamps ahead of children. */
-	ver->string = strdup(META_LAST_VERSION);
+	ver->string = key_dup(META_LAST_VERSION);
 	if (ver->string == NULL) {
 		cJSON_Delete(ver);
 		return TWIN_E_NOMEM;
@@ -86,7 +112,8 @@ cJSON *twin_meta_new_section(void)
 {
 	cJSON *m = cJSON_CreateObject();
 
-	if (m != NULL && cJSON_AddStringToObject(m, META_LAST_UPDATED, "0001-01-01T00:00:00Z") == NULL) {
+	if (m != NULL &&
+	    cJSON_AddStringToObject(m, META_LAST_UPDATED, "0001-01-01T00:00:00Z") == NULL) {
 		cJSON_Delete(m);
 		return NULL;
 	}

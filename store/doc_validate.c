@@ -21,9 +21,9 @@ typedef struct validate_ctx {
 } validate_ctx;
 
 static const char *section_labels[] = {
-	[TWIN_SECTION_TAGS] = "Tags",
-	[TWIN_SECTION_DESIRED] = "Properties.Desired",
-	[TWIN_SECTION_REPORTED] = "Properties.Reported",
+        [TWIN_SECTION_TAGS] = "Tags",
+        [TWIN_SECTION_DESIRED] = "Properties.Desired",
+        [TWIN_SECTION_REPORTED] = "Properties.Reported",
 };
 
 const char *twin_section_label(twin_section s)
@@ -70,10 +70,11 @@ static twin_err key_check(validate_ctx *c, const char *key)
 		                      c->l->key_max_bytes, c->path[0] ? c->path : "(root)");
 	for (size_t i = 0; i < len; i++) {
 		if (control_char_at(k, len, i) || k[i] == '.' || k[i] == '$' || k[i] == ' ')
-			return twin_error_set(c->err, TWIN_E_INVALID,
-			                      "Invalid property name '%.64s': control characters, '.', "
-			                      "'$' and ' ' are not allowed.",
-			                      key);
+			return twin_error_set(
+			        c->err, TWIN_E_INVALID,
+			        "Invalid property name '%.64s': control characters, '.', "
+			        "'$' and ' ' are not allowed.",
+			        key);
 	}
 	return TWIN_OK;
 }
@@ -113,8 +114,9 @@ static twin_err value_check(validate_ctx *c, const cJSON *v, int level, int in_a
 		return children_check(c, v, level, in_array);
 	}
 	if (level > c->l->max_depth + 1)
-		return twin_error_set(c->err, TWIN_E_INVALID, "'%s' is nested deeper than %d levels.",
-		                      where, c->l->max_depth + 1);
+		return twin_error_set(c->err, TWIN_E_INVALID,
+		                      "'%s' is nested deeper than %d levels.", where,
+		                      c->l->max_depth + 1);
 	if (cJSON_IsNull(v)) {
 		if (in_array)
 			return twin_error_set(c->err, TWIN_E_INVALID,
@@ -125,8 +127,9 @@ static twin_err value_check(validate_ctx *c, const cJSON *v, int level, int in_a
 		return TWIN_OK;
 	}
 	if (cJSON_IsString(v) && strlen(v->valuestring) > c->l->string_max_bytes)
-		return twin_error_set(c->err, TWIN_E_INVALID, "Value of '%s' is longer than %zu bytes.",
-		                      where, c->l->string_max_bytes);
+		return twin_error_set(c->err, TWIN_E_INVALID,
+		                      "Value of '%s' is longer than %zu bytes.", where,
+		                      c->l->string_max_bytes);
 	if (cJSON_IsString(v) || cJSON_IsNumber(v) || cJSON_IsBool(v))
 		return TWIN_OK;
 	return twin_error_set(c->err, TWIN_E_INVALID, "Unsupported value type at '%s'.", where);

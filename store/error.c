@@ -19,15 +19,15 @@ static const struct {
 	int status;
 	int code;
 } err_table[] = {
-	[TWIN_OK] = {200, 0},
-	[TWIN_E_INVALID] = {400, 400004},
-	[TWIN_E_SECTION_SIZE] = {403, 403100},
-	[TWIN_E_NOT_FOUND] = {404, 404001},
-	[TWIN_E_EXISTS] = {409, 409001},
-	[TWIN_E_PRECONDITION] = {412, 412001},
-	[TWIN_E_NOMEM] = {500, 500001},
-	[TWIN_E_STORAGE] = {500, 500001},
-	[TWIN_E_UNAVAILABLE] = {503, 503001},
+        [TWIN_OK] = {200, 0},
+        [TWIN_E_INVALID] = {400, 400004},
+        [TWIN_E_SECTION_SIZE] = {403, 403100},
+        [TWIN_E_NOT_FOUND] = {404, 404001},
+        [TWIN_E_EXISTS] = {409, 409001},
+        [TWIN_E_PRECONDITION] = {412, 412001},
+        [TWIN_E_NOMEM] = {500, 500001},
+        [TWIN_E_STORAGE] = {500, 500001},
+        [TWIN_E_UNAVAILABLE] = {503, 503001},
 };
 
 static int err_known(twin_err err)

@@ -29,10 +29,10 @@ typedef struct identity_record {
 } identity_record;
 
 static const char *auth_names[] = {
-	[TWIN_AUTH_SAS] = "sas",
-	[TWIN_AUTH_SELF_SIGNED] = "selfSigned",
-	[TWIN_AUTH_CA] = "certificateAuthority",
-	[TWIN_AUTH_NONE] = "none",
+        [TWIN_AUTH_SAS] = "sas",
+        [TWIN_AUTH_SELF_SIGNED] = "selfSigned",
+        [TWIN_AUTH_CA] = "certificateAuthority",
+        [TWIN_AUTH_NONE] = "none",
 };
 
 const char *twin_auth_type_name(twin_auth_type t)
@@ -108,9 +108,10 @@ static twin_err key_from_spec(const cJSON *sym, const char *name, char *key, twi
 		                      "authentication.symmetricKey.%s must be a string.", name);
 	n = base64_decoded_len(v->valuestring);
 	if (n < TWIN_SYM_KEY_MIN_BYTES || n > TWIN_SYM_KEY_MAX_BYTES)
-		return twin_error_set(err, TWIN_E_INVALID,
-		                      "authentication.symmetricKey.%s must be base64 of %d to %d bytes.",
-		                      name, TWIN_SYM_KEY_MIN_BYTES, TWIN_SYM_KEY_MAX_BYTES);
+		return twin_error_set(
+		        err, TWIN_E_INVALID,
+		        "authentication.symmetricKey.%s must be base64 of %d to %d bytes.", name,
+		        TWIN_SYM_KEY_MIN_BYTES, TWIN_SYM_KEY_MAX_BYTES);
 	snprintf(key, TWIN_SYM_KEY_B64_MAX + 1, "%s", v->valuestring);
 	return TWIN_OK;
 }
@@ -129,9 +130,9 @@ static twin_err thumbprint_from_spec(const cJSON *x509, const char *name, char *
 		if (!isxdigit((unsigned char)v->valuestring[i]))
 			n = 0;
 	if (n != 40 && n != 64)
-		return twin_error_set(err, TWIN_E_INVALID,
-		                      "authentication.x509Thumbprint.%s must be 40 or 64 hex digits.",
-		                      name);
+		return twin_error_set(
+		        err, TWIN_E_INVALID,
+		        "authentication.x509Thumbprint.%s must be 40 or 64 hex digits.", name);
 	memcpy(out, v->valuestring, n + 1);
 	return TWIN_OK;
 }
@@ -155,8 +156,7 @@ static twin_err auth_type_from_spec(const cJSON *auth, twin_auth_type *type, twi
 
 /* Apply spec.authentication to id. Keys exist only for sas identities,
  * thumbprints only for selfSigned ones. */
-static twin_err auth_from_spec(const cJSON *auth, twin_identity *id, int creating,
-                               twin_error *err)
+static twin_err auth_from_spec(const cJSON *auth, twin_identity *id, int creating, twin_error *err)
 {
 	const cJSON *sym = cJSON_GetObjectItemCaseSensitive(auth, "symmetricKey");
 	const cJSON *x509 = cJSON_GetObjectItemCaseSensitive(auth, "x509Thumbprint");
@@ -204,9 +204,10 @@ static twin_err status_from_spec(twin_store *s, const cJSON *spec, twin_identity
 	}
 	if (why != NULL && !cJSON_IsNull(why)) {
 		if (!cJSON_IsString(why) || strlen(why->valuestring) > TWIN_STATUS_REASON_MAX)
-			return twin_error_set(err, TWIN_E_INVALID,
-			                      "statusReason must be a string of at most %d characters.",
-			                      TWIN_STATUS_REASON_MAX);
+			return twin_error_set(
+			        err, TWIN_E_INVALID,
+			        "statusReason must be a string of at most %d characters.",
+			        TWIN_STATUS_REASON_MAX);
 		snprintf(id->status_reason, sizeof(id->status_reason), "%s", why->valuestring);
 	} else if (why != NULL) {
 		id->status_reason[0] = '\0';
@@ -263,7 +264,8 @@ static twin_err load_identity(twin_store *s, const char *device_id, twin_identit
 		return twin_error_set(err, TWIN_E_STORAGE, "Storage error: bad identity record.");
 	memcpy(&rec, v.mv_data, sizeof(rec));
 	if (rec.format != REGISTRY_FORMAT)
-		return twin_error_set(err, TWIN_E_STORAGE, "Storage error: unknown identity format.");
+		return twin_error_set(err, TWIN_E_STORAGE,
+		                      "Storage error: unknown identity format.");
 	*out = rec.id;
 	return TWIN_OK;
 }
@@ -278,8 +280,7 @@ static twin_err store_identity(twin_store *s, const twin_identity *id, twin_erro
 	return db_put(s, DB_DEVICES, id->device_id, strlen(id->device_id), &rec, sizeof(rec), err);
 }
 
-twin_err twin_device_get(twin_store *s, const char *device_id, twin_identity *out,
-                         twin_error *err)
+twin_err twin_device_get(twin_store *s, const char *device_id, twin_identity *out, twin_error *err)
 {
 	twin_err rc = check_id(device_id, err);
 

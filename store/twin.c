@@ -132,9 +132,8 @@ static twin_err load_section(twin_store *s, const char *device_id, char kind, se
 	return TWIN_OK;
 }
 
-static twin_err put_raw_section(twin_store *s, const char *device_id, char kind,
-                                int64_t version, const char *data, const char *meta,
-                                twin_error *err)
+static twin_err put_raw_section(twin_store *s, const char *device_id, char kind, int64_t version,
+                                const char *data, const char *meta, twin_error *err)
 {
 	char key[KEY_MAX];
 	uint32_t dlen = (uint32_t)strlen(data);
@@ -154,8 +153,8 @@ static twin_err put_raw_section(twin_store *s, const char *device_id, char kind,
 	return rc;
 }
 
-static twin_err store_section(twin_store *s, const char *device_id, char kind,
-                              const section *sec, twin_error *err)
+static twin_err store_section(twin_store *s, const char *device_id, char kind, const section *sec,
+                              twin_error *err)
 {
 	char *data = cJSON_PrintUnformatted(sec->data);
 	char *meta = sec->meta ? cJSON_PrintUnformatted(sec->meta) : NULL;
@@ -238,8 +237,8 @@ static twin_err check_etag(int64_t version, const char *if_match, twin_error *er
 }
 
 /* Append `"$version":v` as the last member of a JSON object text. */
-static int append_with_version(char **buf, size_t *len, size_t *cap, const char *obj,
-                               size_t olen, int64_t v)
+static int append_with_version(char **buf, size_t *len, size_t *cap, const char *obj, size_t olen,
+                               int64_t v)
 {
 	char tail[40];
 	int tlen = snprintf(tail, sizeof(tail), "%s\"$version\":%lld}", olen > 2 ? "," : "",
@@ -470,8 +469,8 @@ static twin_err patch_copy(twin_store *s, const cJSON *src, cJSON **out, twin_er
 
 /* Load what a back-end write needs after checking existence and etag. */
 static twin_err load_for_write(twin_store *s, const char *device_id, const char *if_match,
-                               int64_t *version, section *tags, section *desired,
-                               section *reported, twin_error *err)
+                               int64_t *version, section *tags, section *desired, section *reported,
+                               twin_error *err)
 {
 	twin_err rc = db_write_begin(s, err);
 
@@ -492,9 +491,8 @@ static twin_err load_for_write(twin_store *s, const char *device_id, const char 
  * version. Any failure after the first put fails the whole batch, because
  * the op would otherwise be half-applied. */
 static twin_err store_backend_write(twin_store *s, const char *device_id, int64_t version,
-                                    const section *tags, int tags_changed,
-                                    const section *desired, int desired_changed,
-                                    twin_error *err)
+                                    const section *tags, int tags_changed, const section *desired,
+                                    int desired_changed, twin_error *err)
 {
 	twin_err rc = TWIN_OK;
 
@@ -516,8 +514,8 @@ static void sections_free(section *a, section *b, section *c)
 	section_free(c);
 }
 
-twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch,
-                     const char *if_match, twin_write_result *res, twin_error *err)
+twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch, const char *if_match,
+                     twin_write_result *res, twin_error *err)
 {
 	const cJSON *tags_in = NULL, *desired_in = NULL;
 	cJSON *tags_patch = NULL, *desired_patch = NULL;
@@ -548,8 +546,8 @@ twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch,
 		rc = print_with_version(desired_in, desired.version + 1, &res->notification,
 		                        &res->notification_len, err);
 		stamp_now(s, &st, desired.version + 1);
-		if (rc == TWIN_OK && twin_doc_merge(desired.data, desired.meta, desired_patch,
-		                                    &st) != TWIN_OK)
+		if (rc == TWIN_OK &&
+		    twin_doc_merge(desired.data, desired.meta, desired_patch, &st) != TWIN_OK)
 			rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 		if (rc == TWIN_OK)
 			rc = twin_doc_check_size(desired.data, TWIN_SECTION_DESIRED, &s->limits,
@@ -601,8 +599,8 @@ static twin_err replace_tags(twin_store *s, const cJSON *in, cJSON **out, twin_e
 	return rc;
 }
 
-twin_err twin_replace(twin_store *s, const char *device_id, const cJSON *body,
-                      const char *if_match, twin_write_result *res, twin_error *err)
+twin_err twin_replace(twin_store *s, const char *device_id, const cJSON *body, const char *if_match,
+                      twin_write_result *res, twin_error *err)
 {
 	const cJSON *tags_in = NULL, *desired_in = NULL;
 	cJSON *new_tags = NULL, *new_desired = NULL, *notification = NULL;
@@ -684,8 +682,8 @@ static cJSON *section_view(section *sec)
 	return view;
 }
 
-static cJSON *twin_view(const twin_identity *id, int64_t version, section *tags,
-                        section *desired, section *reported)
+static cJSON *twin_view(const twin_identity *id, int64_t version, section *tags, section *desired,
+                        section *reported)
 {
 	char etag[TWIN_ETAG_MAX], ts[TWIN_TIMESTAMP_MAX];
 	cJSON *twin = cJSON_CreateObject(), *props, *caps, *thumbs;
@@ -709,12 +707,13 @@ static cJSON *twin_view(const twin_identity *id, int64_t version, section *tags,
 	ok = ok && cJSON_AddStringToObject(twin, "authenticationType",
 	                                   twin_auth_type_name(id->auth_type));
 	ok = ok && (thumbs = cJSON_AddObjectToObject(twin, "x509Thumbprint")) != NULL;
-	ok = ok && (id->primary_thumbprint[0]
-	                    ? cJSON_AddStringToObject(thumbs, "primaryThumbprint", id->primary_thumbprint)
-	                    : cJSON_AddNullToObject(thumbs, "primaryThumbprint"));
-	ok = ok && (id->secondary_thumbprint[0] ? cJSON_AddStringToObject(thumbs, "secondaryThumbprint",
-	                                                                id->secondary_thumbprint)
-	                                      : cJSON_AddNullToObject(thumbs, "secondaryThumbprint"));
+	ok = ok && (id->primary_thumbprint[0] ? cJSON_AddStringToObject(thumbs, "primaryThumbprint",
+	                                                                id->primary_thumbprint)
+	                                      : cJSON_AddNullToObject(thumbs, "primaryThumbprint"));
+	ok = ok &&
+	     (id->secondary_thumbprint[0] ? cJSON_AddStringToObject(thumbs, "secondaryThumbprint",
+	                                                            id->secondary_thumbprint)
+	                                  : cJSON_AddNullToObject(thumbs, "secondaryThumbprint"));
 	ok = ok && cJSON_AddStringToObject(twin, "modelId", id->model_id);
 	ok = ok && cJSON_AddNumberToObject(twin, "version", (double)version);
 	ok = ok && (caps = cJSON_AddObjectToObject(twin, "capabilities")) != NULL;

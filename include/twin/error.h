@@ -43,7 +43,7 @@ int twin_err_code(twin_err err);
 /* Record err and a printf-style message in e (if e is not NULL). Returns err,
  * so failure paths read `return twin_error_set(e, TWIN_E_INVALID, "...")`. */
 twin_err twin_error_set(twin_error *e, twin_err err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 
 /* Render the PROTOCOL.md §2.4 error body
  * {"errorCode":…,"trackingId":"<32 hex>","message":"…","timestampUtc":"…"}

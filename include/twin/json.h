@@ -4,7 +4,9 @@
  * cJSON's own parser accepts invalid UTF-8, duplicate keys and numbers that
  * overflow to infinity, and forgets whether a number was written as an
  * integer. PROTOCOL.md §6 needs all four, so untrusted input goes through
- * this parser, which builds ordinary cJSON trees. Data the store wrote itself
+ * this parser, which builds ordinary cJSON trees. The integer range is
+ * enforced while parsing, because the tree, like cJSON's, no longer knows
+ * how a number was written. Data the store wrote itself
  * is read back with cJSON_ParseWithLength.
  */
 #ifndef TWIN_JSON_H
@@ -18,16 +20,21 @@
 #include "twin/error.h"
 
 /* Parse exactly one RFC 8259 JSON value from text[0..len) (surrounding
- * whitespace allowed, nothing else). Rejects with TWIN_E_INVALID and a message
- * giving the byte offset: invalid UTF-8 anywhere, invalid escapes, lone
- * surrogates, "\u0000" inside keys, duplicate keys in one object, integer
- * literals outside [int_min, int_max], non-finite numbers, nesting deeper than
- * TWIN_JSON_MAX_NESTING, and trailing data. TWIN_E_NOMEM when out of memory.
- * On success *out is a tree the caller frees with cJSON_Delete. */
+ * whitespace allowed, nothing else; text need not be NUL-terminated).
+ * Rejects with TWIN_E_INVALID and a message giving the 0-based byte offset:
+ * invalid UTF-8 anywhere, raw control characters in strings, invalid escapes,
+ * lone surrogates, "\u0000" anywhere (cJSON strings end at a NUL, so it
+ * would silently cut the string), duplicate keys in one object, integer
+ * literals outside [int_min, int_max], non-finite numbers, nesting deeper
+ * than TWIN_JSON_MAX_NESTING, and trailing data. TWIN_E_NOMEM when out of
+ * memory. out must not be NULL: *out is the tree on success (the caller frees
+ * it with cJSON_Delete) and NULL on any error. err may be NULL. */
 twin_err twin_json_parse(const char *text, size_t len, int64_t int_min, int64_t int_max,
                          cJSON **out, twin_error *err);
 
-/* True if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+/* True if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates,
+ * <= U+10FFFF). A 0x00 byte is well-formed; callers that cannot hold one
+ * check for it themselves. */
 int twin_utf8_valid(const char *s, size_t len);
 
 #endif

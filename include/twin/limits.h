@@ -12,14 +12,14 @@
 #include <stdint.h>
 
 /* §7 identity fields. */
-#define TWIN_DEVICE_ID_MAX      128
-#define TWIN_STATUS_REASON_MAX  128
-#define TWIN_SYM_KEY_MIN_BYTES  16
-#define TWIN_SYM_KEY_MAX_BYTES  64
-#define TWIN_SYM_KEY_GEN_BYTES  32  /* generated keys (project decision) */
-#define TWIN_SYM_KEY_B64_MAX    88  /* base64 of TWIN_SYM_KEY_MAX_BYTES */
-#define TWIN_THUMBPRINT_MAX     64  /* SHA-256 in hex; SHA-1 is 40 */
-#define TWIN_MODEL_ID_MAX       512 /* DTMI length cap (project decision) */
+#define TWIN_DEVICE_ID_MAX     128
+#define TWIN_STATUS_REASON_MAX 128
+#define TWIN_SYM_KEY_MIN_BYTES 16
+#define TWIN_SYM_KEY_MAX_BYTES 64
+#define TWIN_SYM_KEY_GEN_BYTES 32  /* generated keys (project decision) */
+#define TWIN_SYM_KEY_B64_MAX   88  /* base64 of TWIN_SYM_KEY_MAX_BYTES */
+#define TWIN_THUMBPRINT_MAX    64  /* SHA-256 in hex; SHA-1 is 40 */
+#define TWIN_MODEL_ID_MAX      512 /* DTMI length cap (project decision) */
 
 /* Timestamps are rendered with 7 fractional digits (PROTOCOL.md conventions). */
 #define TWIN_TIMESTAMP_MAX 32
@@ -43,8 +43,8 @@ typedef struct twin_limits {
 	size_t string_max_bytes; /* string values, array elements included */
 	int64_t int_min;         /* integer literals (no '.', 'e', 'E') */
 	int64_t int_max;
-	int max_depth;           /* objects/arrays at level <= max_depth, primitives <= max_depth+1 */
-	size_t tags_max;         /* section sizes by the §6 size algorithm */
+	int max_depth;   /* objects/arrays at level <= max_depth, primitives <= max_depth+1 */
+	size_t tags_max; /* section sizes by the §6 size algorithm */
 	size_t desired_max;
 	size_t reported_max;
 } twin_limits;

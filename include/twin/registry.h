@@ -68,8 +68,7 @@ twin_err twin_device_create(twin_store *s, const char *device_id, const cJSON *s
                             twin_identity *out, twin_error *err);
 
 /* Read identity device_id into out. TWIN_E_NOT_FOUND when it does not exist. */
-twin_err twin_device_get(twin_store *s, const char *device_id, twin_identity *out,
-                         twin_error *err);
+twin_err twin_device_get(twin_store *s, const char *device_id, twin_identity *out, twin_error *err);
 
 /* Update identity device_id from spec (PUT semantics for the fields spec
  * has: status, statusReason, authentication; absent fields keep their value;

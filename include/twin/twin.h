@@ -57,15 +57,15 @@ twin_err twin_patch_reported(twin_store *s, const char *device_id, const char *b
  * TWIN_E_INVALID. Other members are ignored. if_match: NULL, "*" or a twin
  * etag (quoted or not); mismatch is TWIN_E_PRECONDITION. A non-empty desired
  * gives res->notification: the desired patch as accepted plus "$version". */
-twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch,
-                     const char *if_match, twin_write_result *res, twin_error *err);
+twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch, const char *if_match,
+                     twin_write_result *res, twin_error *err);
 
 /* Back-end replace (§5.2, PUT): tags and properties.desired of body become
  * the new sections (missing → {}, null members dropped, "$metadata" and
  * "$version" at the desired root ignored); reported and other members are
  * untouched. Always a desired write: res->notification is the full new
  * desired with null for every removed key. */
-twin_err twin_replace(twin_store *s, const char *device_id, const cJSON *body,
-                      const char *if_match, twin_write_result *res, twin_error *err);
+twin_err twin_replace(twin_store *s, const char *device_id, const cJSON *body, const char *if_match,
+                      twin_write_result *res, twin_error *err);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * test_support.c - shared fixtures for the cmocka unit tests.
  */
+#define _XOPEN_SOURCE 700 /* nftw */
 #include "test_support.h"
 
 #include <ftw.h>

@@ -17,7 +17,7 @@
 
 /* The controllable clock: ticks of 100 ns; starts at 2024-05-01T08:15:30.1234567Z. */
 extern int64_t test_now;
-#define TEST_T0 ((int64_t)17145525301234567LL)
+#define TEST_T0 ((int64_t)17145513301234567LL)
 int64_t test_clock(void *ctx);
 
 /* A fresh, empty directory for one test (malloc'd path). */
