@@ -23,8 +23,9 @@ static int parse_size(const char *key, const char *value, unsigned long long max
 	v = strtoull(value, &end, 10);
 	if (errno != 0 || end == value || *end != '\0' || v == 0 || v > max || value[0] == '-') {
 		mosquitto_log_printf(MOSQ_LOG_ERR,
-		                     PLG_LOG_PREFIX "plugin_opt_%s must be an integer from 1 to %llu, "
-		                                    "got '%s'.",
+		                     PLG_LOG_PREFIX
+		                     "plugin_opt_%s must be an integer from 1 to %llu, "
+		                     "got '%s'.",
 		                     key, max, value);
 		return MOSQ_ERR_INVAL;
 	}
@@ -87,8 +88,8 @@ int plg_options_parse(plg_options *o, struct mosquitto_opt *opts, int count)
 		if (rc != MOSQ_ERR_SUCCESS)
 			return rc;
 		if (!known) {
-			mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "unknown option plugin_opt_%s.",
-			                     key);
+			mosquitto_log_printf(MOSQ_LOG_ERR,
+			                     PLG_LOG_PREFIX "unknown option plugin_opt_%s.", key);
 			return MOSQ_ERR_INVAL;
 		}
 	}

@@ -18,8 +18,8 @@
 #define PLG_DEFAULT_DB_PATH "/var/lib/mosquitto/twin"
 
 typedef struct plg_options {
-	char *db_path;               /* plugin_opt_db_path */
-	twin_store_options store;    /* map size and limits; store.path = db_path */
+	char *db_path;            /* plugin_opt_db_path */
+	twin_store_options store; /* map size and limits; store.path = db_path */
 } plg_options;
 
 typedef struct plg_ctx {

@@ -101,7 +101,9 @@ static twin_err children_check(validate_ctx *c, const cJSON *v, int level, int i
 }
 
 /* level: 1 for members of the section root; array elements are one level
- * below their array (project decision). */
+ * below their array (project decision). Only containers are checked: a
+ * primitive is at most one level below a container, so "objects and arrays
+ * at level <= max_depth" already means "primitives at <= max_depth + 1". */
 static twin_err value_check(validate_ctx *c, const cJSON *v, int level, int in_array)
 {
 	const char *where = c->path[0] ? c->path : "(root)";
@@ -113,10 +115,6 @@ static twin_err value_check(validate_ctx *c, const cJSON *v, int level, int in_a
 			                      c->l->max_depth);
 		return children_check(c, v, level, in_array);
 	}
-	if (level > c->l->max_depth + 1)
-		return twin_error_set(c->err, TWIN_E_INVALID,
-		                      "'%s' is nested deeper than %d levels.", where,
-		                      c->l->max_depth + 1);
 	if (cJSON_IsNull(v)) {
 		if (in_array)
 			return twin_error_set(c->err, TWIN_E_INVALID,

@@ -64,7 +64,13 @@ int twin_store_batch_open(const twin_store *s);
 
 /* Commit the open batch, if any, with one durable LMDB commit. A map that
  * fills at commit is grown and the batch re-applied. On failure the batch is
- * aborted (nothing of it remains) and TWIN_E_STORAGE is returned. */
+ * aborted (nothing of it remains) and TWIN_E_STORAGE is returned; callers
+ * then answer every request of the batch with an error.
+ *
+ * A write that fails after part of it reached the batch (a storage error,
+ * or memory running out between two records of one operation) aborts the
+ * batch at once: later writes fail until this call, which then returns
+ * TWIN_E_STORAGE. So a batch is either committed whole or not at all. */
 twin_err twin_store_commit(twin_store *s, twin_error *err);
 
 /* Drop the open batch, if any. */
