@@ -343,8 +343,11 @@ static twin_err db_write(twin_store *s, int op, db_table t, const void *key, siz
 	if (s->wtxn == NULL)
 		return twin_error_set(err, TWIN_E_STORAGE, "Storage error: no open batch.");
 	if (klen > UINT32_MAX || vlen > UINT32_MAX ||
-	    !wlog_append(&s->wlog, op, t, key, (uint32_t)klen, val, (uint32_t)vlen))
+	    !wlog_append(&s->wlog, op, t, key, (uint32_t)klen, val, (uint32_t)vlen)) {
+		/* Earlier writes of the same operation may be in: fail it all. */
+		db_fail_batch(s);
 		return twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
+	}
 	rc = apply_one(s, op, t, &k, &v);
 	while (rc == MDB_MAP_FULL) {
 		/* The log already holds this write, so the replay includes it. */

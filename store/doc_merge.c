@@ -129,14 +129,18 @@ static twin_err merge_object_member(cJSON *data, cJSON *meta, cJSON *p, const tw
 
 	if (!cJSON_IsObject(cur)) {
 		cur = cJSON_CreateObject();
-		if (cur == NULL || !set_member(data, p->string, cur))
+		if (cur == NULL || !set_member(data, p->string, cur)) {
+			cJSON_Delete(cur);
 			return TWIN_E_NOMEM;
+		}
 		cur_meta = NULL; /* the old value's metadata no longer applies */
 	}
 	if (meta != NULL && cur_meta == NULL) {
 		cur_meta = cJSON_CreateObject();
-		if (cur_meta == NULL || !set_member(meta, p->string, cur_meta))
+		if (cur_meta == NULL || !set_member(meta, p->string, cur_meta)) {
+			cJSON_Delete(cur_meta);
 			return TWIN_E_NOMEM;
+		}
 	}
 	return twin_doc_merge(cur, cur_meta, p, st);
 }

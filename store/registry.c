@@ -133,7 +133,8 @@ static twin_err thumbprint_from_spec(const cJSON *x509, const char *name, char *
 		return twin_error_set(
 		        err, TWIN_E_INVALID,
 		        "authentication.x509Thumbprint.%s must be 40 or 64 hex digits.", name);
-	memcpy(out, v->valuestring, n + 1);
+	for (size_t i = 0; i <= n; i++)
+		out[i] = (char)toupper((unsigned char)v->valuestring[i]);
 	return TWIN_OK;
 }
 

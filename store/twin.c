@@ -122,10 +122,15 @@ static twin_err load_section(twin_store *s, const char *device_id, char kind, se
 		return rc;
 	if (!record_split(&v, &sec->version, &data, &dlen, &meta, &mlen))
 		return corrupt(err, device_id);
-	sec->data = cJSON_ParseWithLength(data, dlen);
-	if (mlen > 0)
-		sec->meta = cJSON_ParseWithLength(meta, mlen);
-	if (!cJSON_IsObject(sec->data) || (mlen > 0 && !cJSON_IsObject(sec->meta))) {
+	rc = twin_json_parse(data, dlen, INT64_MIN, INT64_MAX, &sec->data, NULL);
+	if (rc == TWIN_OK && mlen > 0)
+		rc = twin_json_parse(meta, mlen, INT64_MIN, INT64_MAX, &sec->meta, NULL);
+	if (rc == TWIN_E_NOMEM) {
+		section_free(sec);
+		return twin_error_set(err, rc, "Out of memory.");
+	}
+	if (rc != TWIN_OK || !cJSON_IsObject(sec->data) ||
+	    (mlen > 0 && !cJSON_IsObject(sec->meta))) {
 		section_free(sec);
 		return corrupt(err, device_id);
 	}
@@ -141,8 +146,10 @@ static twin_err put_raw_section(twin_store *s, const char *device_id, char kind,
 	char *buf = malloc(len);
 	twin_err rc;
 
-	if (buf == NULL)
+	if (buf == NULL) {
+		db_fail_batch(s); /* an earlier record of this operation may be in */
 		return twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
+	}
 	memcpy(buf, &version, sizeof(version));
 	memcpy(buf + sizeof(version), &dlen, sizeof(dlen));
 	memcpy(buf + sizeof(version) + sizeof(dlen), data, dlen);
@@ -160,9 +167,10 @@ static twin_err store_section(twin_store *s, const char *device_id, char kind, c
 	char *meta = sec->meta ? cJSON_PrintUnformatted(sec->meta) : NULL;
 	twin_err rc;
 
-	if (data == NULL || (sec->meta != NULL && meta == NULL))
+	if (data == NULL || (sec->meta != NULL && meta == NULL)) {
+		db_fail_batch(s); /* an earlier record of this operation may be in */
 		rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
-	else
+	} else
 		rc = put_raw_section(s, device_id, kind, sec->version, data, meta, err);
 	free(data);
 	free(meta);
@@ -488,8 +496,8 @@ static twin_err load_for_write(twin_store *s, const char *device_id, const char 
 }
 
 /* Write tags (when tags_changed), desired (when desired_changed) and the new
- * version. Any failure after the first put fails the whole batch, because
- * the op would otherwise be half-applied. */
+ * version. Every failure on the way fails the whole batch (store_section,
+ * db_put), because the operation would otherwise be half-applied. */
 static twin_err store_backend_write(twin_store *s, const char *device_id, int64_t version,
                                     const section *tags, int tags_changed, const section *desired,
                                     int desired_changed, twin_error *err)
@@ -502,8 +510,6 @@ static twin_err store_backend_write(twin_store *s, const char *device_id, int64_
 		rc = store_section(s, device_id, KIND_DESIRED, desired, err);
 	if (rc == TWIN_OK)
 		rc = store_version(s, device_id, version, err);
-	if (rc != TWIN_OK && twin_store_batch_open(s) && tags_changed)
-		db_fail_batch(s);
 	return rc;
 }
 
@@ -672,7 +678,10 @@ static cJSON *section_view(section *sec)
 
 	sec->data = NULL;
 	if (sec->meta != NULL) {
-		cJSON_AddItemToObject(view, "$metadata", sec->meta);
+		if (!cJSON_AddItemToObject(view, "$metadata", sec->meta)) {
+			cJSON_Delete(view); /* sec->meta stays with sec */
+			return NULL;
+		}
 		sec->meta = NULL;
 		if (cJSON_AddNumberToObject(view, "$version", (double)sec->version) == NULL) {
 			cJSON_Delete(view);
@@ -680,6 +689,17 @@ static cJSON *section_view(section *sec)
 		}
 	}
 	return view;
+}
+
+static int add_view(cJSON *obj, const char *name, section *sec)
+{
+	cJSON *v = section_view(sec);
+
+	if (v == NULL || !cJSON_AddItemToObject(obj, name, v)) {
+		cJSON_Delete(v);
+		return 0;
+	}
+	return 1;
 }
 
 static cJSON *twin_view(const twin_identity *id, int64_t version, section *tags, section *desired,
@@ -718,16 +738,10 @@ static cJSON *twin_view(const twin_identity *id, int64_t version, section *tags,
 	ok = ok && cJSON_AddNumberToObject(twin, "version", (double)version);
 	ok = ok && (caps = cJSON_AddObjectToObject(twin, "capabilities")) != NULL;
 	ok = ok && cJSON_AddFalseToObject(caps, "iotEdge");
-	if (ok) {
-		cJSON_AddItemToObject(twin, "tags", section_view(tags));
-		ok = (props = cJSON_AddObjectToObject(twin, "properties")) != NULL;
-	}
-	if (ok) {
-		cJSON_AddItemToObject(props, "desired", section_view(desired));
-		cJSON_AddItemToObject(props, "reported", section_view(reported));
-		ok = cJSON_GetObjectItemCaseSensitive(props, "reported") != NULL &&
-		     cJSON_GetObjectItemCaseSensitive(twin, "tags") != NULL;
-	}
+	ok = ok && add_view(twin, "tags", tags);
+	ok = ok && (props = cJSON_AddObjectToObject(twin, "properties")) != NULL;
+	ok = ok && add_view(props, "desired", desired);
+	ok = ok && add_view(props, "reported", reported);
 	if (!ok) {
 		cJSON_Delete(twin);
 		return NULL;
