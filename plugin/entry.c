@@ -80,7 +80,8 @@ PLG_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *op
 
 	(void)opts;
 	(void)opt_count;
-	/* Mosquitto also calls cleanup for an instance whose init failed. */
+	/* NULL when init did not complete; Mosquitto 2.0.11 exits without
+	 * calling cleanup then, but a later version may not. */
 	if (ctx == NULL)
 		return MOSQ_ERR_SUCCESS;
 	twin_store_close(ctx->store);

@@ -1,0 +1,341 @@
+"""Integration test harness: a real mosquitto with the plugin, on a private port.
+
+Every test gets its own broker process, config, log and database directory under
+pytest's tmp_path, listening on a free port of 127.0.0.1 (never 1883). Fixtures:
+
+  start_broker(**kw) -> Broker   factory; every broker it made is stopped at teardown
+  broker -> Broker               one running broker with the default options
+  mqtt_client(target, ...)       factory of connected paho clients, disconnected at teardown
+
+Environment (set by ctest, see tests/CMakeLists.txt):
+
+  TWIN_PLUGIN    path of mosquitto_twin.so (default: <repo>/build/plugin/mosquitto_twin.so)
+  MOSQUITTO      the broker (default: /usr/sbin/mosquitto)
+  TWIN_SANITIZE  "ON" when the plugin was built with ASan/UBSan: the broker, which is not
+                 instrumented, then runs with both runtimes preloaded (LD_PRELOAD), and a
+                 sanitizer report in a broker's log fails the test that started it. Leak
+                 checking is off there (the broker is not ours); valgrind covers leaks.
+
+Running by hand, from the repository root:
+
+  TWIN_PLUGIN=build/plugin/mosquitto_twin.so /usr/bin/python3 -m pytest -q tests/integration
+"""
+
+import functools
+import os
+import pwd
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN = Path(
+    os.environ.get("TWIN_PLUGIN", REPO / "build" / "plugin" / "mosquitto_twin.so")
+).resolve()
+MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
+SANITIZE = os.environ.get("TWIN_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE", "YES")
+
+DB_OPEN_LINE = "mosquitto-twin: database open at "
+# Logged after the broker installs its signal handlers, just before its main
+# loop: a SIGTERM sent earlier is lost (2.0.11 sets run = 1 after this line).
+RUNNING_LINE = re.compile(r"mosquitto version \S+ running")
+CLOSED_LINE = "mosquitto-twin: database closed cleanly"
+SANITIZER_REPORTS = re.compile(r"ERROR: (Address|Leak)Sanitizer|: runtime error: ")
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def sanitizer_env():
+    """Environment that loads the ASan and UBSan runtimes into the broker.
+
+    The runtimes are the ones the plugin itself links (ldd), so a plugin built
+    by another compiler still gets matching ones; gcc's are the fallback.
+    ASan must come first in LD_PRELOAD.
+    """
+    linked = subprocess.run(["ldd", str(PLUGIN)], capture_output=True, text=True).stdout
+    preload = []
+    for lib in ("libasan", "libubsan"):
+        m = re.search(rf"^\s*{lib}\.so\S* => (\S+)", linked, re.MULTILINE)
+        if m:
+            preload.append(m.group(1))
+        else:
+            out = subprocess.run(
+                ["gcc", f"-print-file-name={lib}.so"], capture_output=True, text=True
+            ).stdout.strip()
+            if not os.path.isabs(out):
+                pytest.fail(f"TWIN_SANITIZE is ON but {lib}.so was not found")
+            preload.append(out)
+    return {
+        "LD_PRELOAD": " ".join(preload),
+        "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+    }
+
+
+class Broker:
+    """One mosquitto process with the plugin, its config, log and database.
+
+    options: plugin_opt_* values without the prefix; db_path defaults to
+        <workdir>/db. A value of None leaves that option out of the config.
+    head: config lines placed first (e.g. "per_listener_settings true").
+    config: config lines placed last (e.g. a second "plugin" line).
+    wrapper: command prefix, e.g. ["valgrind", ...].
+    ready_timeout: seconds start() waits for the database line, the broker's
+        "running" line and the port to accept connections.
+
+    start() may be called again after stop(): same port, config and database,
+    and the log keeps growing (log(since_start=True) gives the current run).
+    """
+
+    def __init__(
+        self,
+        workdir,
+        *,
+        options=None,
+        head=(),
+        config=(),
+        wrapper=(),
+        env=None,
+        ready_timeout=10.0,
+    ):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.options = {"db_path": self.workdir / "db", **(options or {})}
+        db = self.options["db_path"]
+        self.db_path = Path(db) if db is not None else None
+        self.head = list(head)
+        self.config = list(config)
+        self.wrapper = list(wrapper)
+        self.env = dict(env or {})
+        self.ready_timeout = ready_timeout
+        self.conf_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "broker.log"
+        self.port = free_port()
+        self.process = None
+        self._log_offset = 0
+
+    def config_text(self):
+        lines = [
+            "# generated by tests/integration/conftest.py",
+            *self.head,
+            # Mosquitto started as root drops to this user before plugin init.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "set_tcp_nodelay true",
+            "log_dest stderr",
+            "log_type all",
+            f"plugin {PLUGIN}",
+        ]
+        lines += [f"plugin_opt_{k} {v}" for k, v in self.options.items() if v is not None]
+        return "\n".join(lines + self.config) + "\n"
+
+    def start(self, wait=True):
+        """Start the broker; with wait, return once it is ready or fail with its log."""
+        assert not self.running, "broker already running"
+        for attempt in range(3):
+            self._spawn()
+            if not wait:
+                return self
+            if self._wait_ready(self.ready_timeout):
+                return self
+            # Lost the race for the port to another process: take a new one.
+            if attempt < 2 and "Address already in use" in self.log(since_start=True):
+                self.port = free_port()
+                continue
+            break
+        log = self.log(since_start=True)
+        self.kill()
+        pytest.fail(f"broker did not become ready on port {self.port}:\n{log}")
+
+    def _spawn(self):
+        self.conf_path.write_text(self.config_text())
+        env = dict(os.environ)
+        if SANITIZE:
+            env.update(sanitizer_env())
+        env.update(self.env)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [*self.wrapper, MOSQUITTO, "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=env,
+            )
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            log = self.log(since_start=True)
+            if DB_OPEN_LINE in log and RUNNING_LINE.search(log) and port_accepts(self.port):
+                return True
+            time.sleep(0.05)
+        return False
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def log(self, since_start=False):
+        """The broker's log (stdout and stderr), whole or of the current run."""
+        if not self.log_path.exists():
+            return ""
+        data = self.log_path.read_bytes()
+        if since_start:
+            data = data[self._log_offset :]
+        return data.decode(errors="replace")
+
+    def wait_exit(self, timeout=10.0):
+        """Wait for the broker to exit on its own; its exit code, or fail with the log."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"broker still running after {timeout} s:\n{self.log(since_start=True)}")
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, wait, return the exit code (also when it had already exited).
+
+        SIGTERM is repeated every second: one sent in the instant between the
+        broker's "running" line and its main loop is lost.
+        """
+        if self.process is None:
+            return None
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                pass
+        if self.process.poll() is None:
+            self.kill()
+            pytest.fail(f"broker ignored SIGTERM for {timeout} s:\n{self.log(since_start=True)}")
+        return self.process.returncode
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def kill(self):
+        if self.running:
+            self.process.kill()
+            self.process.wait()
+
+    def sanitizer_reports(self):
+        """Log lines where ASan or UBSan reported an error in this broker."""
+        return [ln for ln in self.log().splitlines() if SANITIZER_REPORTS.search(ln)]
+
+
+@pytest.fixture(scope="session")
+def plugin_path():
+    if not PLUGIN.is_file():
+        pytest.fail(f"plugin not built: {PLUGIN} (set TWIN_PLUGIN or build into build/)")
+    return PLUGIN
+
+
+@pytest.fixture
+def start_broker(tmp_path, plugin_path):
+    """Factory: start_broker(**Broker kwargs, wait=True) -> started Broker."""
+    brokers = []
+
+    def start(wait=True, **kwargs):
+        b = Broker(tmp_path / f"broker{len(brokers)}", **kwargs)
+        brokers.append(b)
+        return b.start(wait=wait)
+
+    yield start
+    for b in brokers:
+        timeout = 60.0 if b.wrapper else 10.0
+        try:
+            b.stop(timeout)
+        finally:
+            b.kill()
+    reports = [f"{b.workdir.name}: {ln}" for b in brokers for ln in b.sanitizer_reports()]
+    if reports:
+        pytest.fail("sanitizer reports in broker logs:\n" + "\n".join(reports))
+
+
+@pytest.fixture
+def broker(start_broker):
+    return start_broker()
+
+
+@pytest.fixture
+def mqtt_client():
+    """Factory: mqtt_client(broker_or_port, client_id="", **kw) -> connected paho Client.
+
+    The client's network loop runs in its own thread (loop_start). kw: protocol
+    (mqtt.MQTTv311 or mqtt.MQTTv5), clean_session (v3.1.1 only), username,
+    password, keepalive, timeout (seconds to wait for CONNACK).
+    """
+    clients = []
+
+    def connect(
+        target,
+        client_id="",
+        *,
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+        username=None,
+        password=None,
+        keepalive=30,
+        timeout=5.0,
+    ):
+        port = getattr(target, "port", target)
+        if protocol == mqtt.MQTTv5:
+            client = mqtt.Client(client_id=client_id, protocol=protocol)
+        else:
+            client = mqtt.Client(
+                client_id=client_id, clean_session=clean_session, protocol=protocol
+            )
+        if username is not None:
+            client.username_pw_set(username, password)
+        connack = {}
+        connected = threading.Event()
+
+        def on_connect(_client, _userdata, _flags, rc, _properties=None):
+            connack["rc"] = rc
+            connected.set()
+
+        client.on_connect = on_connect
+        clients.append(client)
+        client.connect("127.0.0.1", port, keepalive=keepalive)
+        client.loop_start()
+        if not connected.wait(timeout):
+            pytest.fail(f"no CONNACK from 127.0.0.1:{port} within {timeout} s")
+        rc = connack["rc"]
+        if rc != 0:
+            why = mqtt.connack_string(rc) if isinstance(rc, int) else str(rc)
+            pytest.fail(f"connection refused by 127.0.0.1:{port}: {why}")
+        return client
+
+    yield connect
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
