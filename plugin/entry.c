@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "plugin.h"
 
@@ -60,6 +61,13 @@ PLG_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **u
 		goto fail;
 	if (twin_store_open(&ctx->opts.store, &ctx->store, &err) != TWIN_OK) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "%s", err.message);
+		/* The usual cause: a root-started broker has already switched to
+		 * its unprivileged user when plugins are initialised. */
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     PLG_LOG_PREFIX
+		                     "the database directory must be writable by uid %ld, "
+		                     "e.g.: install -d -o mosquitto -m 700 %s",
+		                     (long)geteuid(), ctx->opts.db_path);
 		rc = MOSQ_ERR_UNKNOWN;
 		goto fail;
 	}
