@@ -26,8 +26,6 @@
 #include "twin/twin.h"
 #include "twin_records.h"
 
-enum { KIND_DESIRED = 'D', KIND_REPORTED = 'R', KIND_TAGS = 'T', KIND_VERSION = 'V' };
-
 #define TWIN_INITIAL_VERSION 2 /* as IoT Hub shows for a new twin (§4.2) */
 #define KEY_MAX              (TWIN_DEVICE_ID_MAX + 2)
 
@@ -66,8 +64,8 @@ static twin_err not_found(twin_error *err, const char *device_id)
 	return twin_error_set(err, TWIN_E_NOT_FOUND, "Device '%s' not found.", device_id);
 }
 
-static twin_err get_record(twin_store *s, const char *device_id, char kind, MDB_val *v,
-                           twin_error *err)
+twin_err twin_record_get(twin_store *s, const char *device_id, char kind, MDB_val *v,
+                         twin_error *err)
 {
 	char key[KEY_MAX];
 	twin_err rc = db_get(s, DB_TWINS, key, twin_key(key, device_id, kind), v, err);
@@ -75,11 +73,26 @@ static twin_err get_record(twin_store *s, const char *device_id, char kind, MDB_
 	return rc == TWIN_E_NOT_FOUND ? not_found(err, device_id) : rc;
 }
 
+twin_err twin_record_put(twin_store *s, const char *device_id, char kind, const void *val,
+                         size_t len, twin_error *err)
+{
+	char key[KEY_MAX];
+
+	return db_put(s, DB_TWINS, key, twin_key(key, device_id, kind), val, len, err);
+}
+
+twin_err twin_record_del(twin_store *s, const char *device_id, char kind, twin_error *err)
+{
+	char key[KEY_MAX];
+
+	return db_del(s, DB_TWINS, key, twin_key(key, device_id, kind), err);
+}
+
 static twin_err load_version(twin_store *s, const char *device_id, int64_t *version,
                              twin_error *err)
 {
 	MDB_val v;
-	twin_err rc = get_record(s, device_id, KIND_VERSION, &v, err);
+	twin_err rc = twin_record_get(s, device_id, TWIN_KIND_VERSION, &v, err);
 
 	if (rc != TWIN_OK)
 		return rc;
@@ -115,7 +128,7 @@ static twin_err load_section(twin_store *s, const char *device_id, char kind, se
 	const char *data, *meta;
 	size_t dlen, mlen;
 	MDB_val v;
-	twin_err rc = get_record(s, device_id, kind, &v, err);
+	twin_err rc = twin_record_get(s, device_id, kind, &v, err);
 
 	memset(sec, 0, sizeof(*sec));
 	if (rc != TWIN_OK)
@@ -135,6 +148,18 @@ static twin_err load_section(twin_store *s, const char *device_id, char kind, se
 		return corrupt(err, device_id);
 	}
 	return TWIN_OK;
+}
+
+twin_err twin_desired_load(twin_store *s, const char *device_id, cJSON **data, cJSON **meta,
+                           int64_t *version, twin_error *err)
+{
+	section sec;
+	twin_err rc = load_section(s, device_id, TWIN_KIND_DESIRED, &sec, err);
+
+	*data = sec.data;
+	*meta = sec.meta;
+	*version = sec.version;
+	return rc;
 }
 
 static twin_err put_raw_section(twin_store *s, const char *device_id, char kind, int64_t version,
@@ -182,7 +207,7 @@ static twin_err store_version(twin_store *s, const char *device_id, int64_t vers
 {
 	char key[KEY_MAX];
 
-	return db_put(s, DB_TWINS, key, twin_key(key, device_id, KIND_VERSION), &version,
+	return db_put(s, DB_TWINS, key, twin_key(key, device_id, TWIN_KIND_VERSION), &version,
 	              sizeof(version), err);
 }
 
@@ -192,17 +217,18 @@ twin_err twin_records_create(twin_store *s, const char *device_id, twin_error *e
 	twin_err rc = store_version(s, device_id, TWIN_INITIAL_VERSION, err);
 
 	if (rc == TWIN_OK)
-		rc = put_raw_section(s, device_id, KIND_TAGS, 0, "{}", NULL, err);
+		rc = put_raw_section(s, device_id, TWIN_KIND_TAGS, 0, "{}", NULL, err);
 	if (rc == TWIN_OK)
-		rc = put_raw_section(s, device_id, KIND_DESIRED, 1, "{}", never, err);
+		rc = put_raw_section(s, device_id, TWIN_KIND_DESIRED, 1, "{}", never, err);
 	if (rc == TWIN_OK)
-		rc = put_raw_section(s, device_id, KIND_REPORTED, 1, "{}", never, err);
+		rc = put_raw_section(s, device_id, TWIN_KIND_REPORTED, 1, "{}", never, err);
 	return rc;
 }
 
 twin_err twin_records_delete(twin_store *s, const char *device_id, twin_error *err)
 {
-	static const char kinds[] = {KIND_DESIRED, KIND_REPORTED, KIND_TAGS, KIND_VERSION};
+	static const char kinds[] = {TWIN_KIND_DESIRED, TWIN_KIND_REPORTED, TWIN_KIND_SESSION,
+	                             TWIN_KIND_TAGS,    TWIN_KIND_VERSION,  TWIN_KIND_TOMBSTONES};
 	char key[KEY_MAX];
 	twin_err rc = TWIN_OK;
 
@@ -284,9 +310,8 @@ static int append_str(char **buf, size_t *len, size_t *cap, const char *str)
 	return 1;
 }
 
-/* obj printed with "$version" appended, malloc'd. */
-static twin_err print_with_version(const cJSON *obj, int64_t v, char **out, size_t *out_len,
-                                   twin_error *err)
+twin_err twin_print_with_version(const cJSON *obj, int64_t v, char **out, size_t *out_len,
+                                 twin_error *err)
 {
 	char *text = cJSON_PrintUnformatted(obj);
 	size_t len = 0, cap = 0;
@@ -306,7 +331,7 @@ static twin_err print_with_version(const cJSON *obj, int64_t v, char **out, size
 twin_err twin_get_device_body(twin_store *s, const char *device_id, char **out, size_t *len,
                               twin_error *err)
 {
-	static const char kinds[] = {KIND_DESIRED, KIND_REPORTED};
+	static const char kinds[] = {TWIN_KIND_DESIRED, TWIN_KIND_REPORTED};
 	static const char *prefix[] = {"{\"desired\":", ",\"reported\":"};
 	size_t blen = 0, cap = 0;
 	char *buf = NULL;
@@ -319,7 +344,7 @@ twin_err twin_get_device_body(twin_store *s, const char *device_id, char **out, 
 		int64_t version;
 		MDB_val v;
 
-		rc = get_record(s, device_id, kinds[i], &v, err);
+		rc = twin_record_get(s, device_id, kinds[i], &v, err);
 		if (rc != TWIN_OK)
 			break;
 		if (!record_split(&v, &version, &data, &dlen, &meta, &mlen) || dlen < 2)
@@ -385,10 +410,10 @@ twin_err twin_patch_reported(twin_store *s, const char *device_id, const char *b
 	if (rc == TWIN_OK)
 		rc = load_version(s, device_id, &version, err);
 	if (rc == TWIN_OK)
-		rc = load_section(s, device_id, KIND_REPORTED, &reported, err);
+		rc = load_section(s, device_id, TWIN_KIND_REPORTED, &reported, err);
 	if (rc == TWIN_OK && patch->child == NULL) {
 		/* "{}" is not a write (project decision): answer the current version. */
-		rc = load_section(s, device_id, KIND_DESIRED, &desired, err);
+		rc = load_section(s, device_id, TWIN_KIND_DESIRED, &desired, err);
 		if (rc == TWIN_OK)
 			result_set(res, version, &desired, &reported);
 		goto out;
@@ -404,7 +429,7 @@ twin_err twin_patch_reported(twin_store *s, const char *device_id, const char *b
 	if (rc == TWIN_OK) {
 		reported.version++;
 		version++;
-		rc = store_section(s, device_id, KIND_REPORTED, &reported, err);
+		rc = store_section(s, device_id, TWIN_KIND_REPORTED, &reported, err);
 	}
 	if (rc == TWIN_OK)
 		rc = store_version(s, device_id, version, err);
@@ -487,11 +512,11 @@ static twin_err load_for_write(twin_store *s, const char *device_id, const char 
 	if (rc == TWIN_OK)
 		rc = check_etag(*version, if_match, err);
 	if (rc == TWIN_OK)
-		rc = load_section(s, device_id, KIND_TAGS, tags, err);
+		rc = load_section(s, device_id, TWIN_KIND_TAGS, tags, err);
 	if (rc == TWIN_OK)
-		rc = load_section(s, device_id, KIND_DESIRED, desired, err);
+		rc = load_section(s, device_id, TWIN_KIND_DESIRED, desired, err);
 	if (rc == TWIN_OK)
-		rc = load_section(s, device_id, KIND_REPORTED, reported, err);
+		rc = load_section(s, device_id, TWIN_KIND_REPORTED, reported, err);
 	return rc;
 }
 
@@ -505,9 +530,9 @@ static twin_err store_backend_write(twin_store *s, const char *device_id, int64_
 	twin_err rc = TWIN_OK;
 
 	if (tags_changed)
-		rc = store_section(s, device_id, KIND_TAGS, tags, err);
+		rc = store_section(s, device_id, TWIN_KIND_TAGS, tags, err);
 	if (rc == TWIN_OK && desired_changed)
-		rc = store_section(s, device_id, KIND_DESIRED, desired, err);
+		rc = store_section(s, device_id, TWIN_KIND_DESIRED, desired, err);
 	if (rc == TWIN_OK)
 		rc = store_version(s, device_id, version, err);
 	return rc;
@@ -524,7 +549,7 @@ twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch, c
                      twin_write_result *res, twin_error *err)
 {
 	const cJSON *tags_in = NULL, *desired_in = NULL;
-	cJSON *tags_patch = NULL, *desired_patch = NULL;
+	cJSON *tags_patch = NULL, *desired_patch = NULL, *old_desired = NULL;
 	section tags = {0}, desired = {0}, reported = {0};
 	twin_write_result local = {0};
 	int64_t version = 0;
@@ -546,11 +571,14 @@ twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch, c
 		rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 	if (rc == TWIN_OK && tags_patch != NULL)
 		rc = twin_doc_check_size(tags.data, TWIN_SECTION_TAGS, &s->limits, err);
+	if (rc == TWIN_OK && desired_patch != NULL &&
+	    (old_desired = cJSON_Duplicate(desired.data, 1)) == NULL)
+		rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 	if (rc == TWIN_OK && desired_patch != NULL) {
 		/* The notification is the patch as accepted, so print it before
 		 * merging moves its nodes away. */
-		rc = print_with_version(desired_in, desired.version + 1, &res->notification,
-		                        &res->notification_len, err);
+		rc = twin_print_with_version(desired_in, desired.version + 1, &res->notification,
+		                             &res->notification_len, err);
 		stamp_now(s, &st, desired.version + 1);
 		if (rc == TWIN_OK &&
 		    twin_doc_merge(desired.data, desired.meta, desired_patch, &st) != TWIN_OK)
@@ -563,12 +591,16 @@ twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch, c
 	if (rc == TWIN_OK)
 		rc = store_backend_write(s, device_id, ++version, &tags, tags_patch != NULL,
 		                         &desired, desired_patch != NULL, err);
+	if (rc == TWIN_OK && desired_patch != NULL)
+		rc = twin_tombstones_record(s, device_id, old_desired, desired.data,
+		                            desired.version, err);
 out:
 	if (rc == TWIN_OK)
 		result_set(res, version, &desired, &reported);
 	else
 		twin_write_result_clear(res);
 	twin_write_result_clear(&local);
+	cJSON_Delete(old_desired);
 	cJSON_Delete(tags_patch);
 	cJSON_Delete(desired_patch);
 	sections_free(&tags, &desired, &reported);
@@ -642,16 +674,21 @@ twin_err twin_replace(twin_store *s, const char *device_id, const cJSON *body, c
 		rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 		goto out;
 	}
-	rc = print_with_version(notification, desired.version, &res->notification,
-	                        &res->notification_len, err);
+	rc = twin_print_with_version(notification, desired.version, &res->notification,
+	                             &res->notification_len, err);
 	cJSON_Delete(tags.data);
 	tags.data = new_tags;
 	new_tags = NULL;
+	if (rc == TWIN_OK)
+		rc = store_backend_write(s, device_id, ++version, &tags, 1,
+		                         &(section){desired.version, new_desired, desired.meta}, 1,
+		                         err);
+	if (rc == TWIN_OK)
+		rc = twin_tombstones_record(s, device_id, desired.data, new_desired,
+		                            desired.version, err);
 	cJSON_Delete(desired.data);
 	desired.data = new_desired;
 	new_desired = NULL;
-	if (rc == TWIN_OK)
-		rc = store_backend_write(s, device_id, ++version, &tags, 1, &desired, 1, err);
 out:
 	if (rc == TWIN_OK)
 		result_set(res, version, &desired, &reported);
@@ -762,11 +799,11 @@ twin_err twin_get(twin_store *s, const char *device_id, cJSON **out, twin_error 
 	if (rc == TWIN_OK)
 		rc = load_version(s, device_id, &version, err);
 	if (rc == TWIN_OK)
-		rc = load_section(s, device_id, KIND_TAGS, &tags, err);
+		rc = load_section(s, device_id, TWIN_KIND_TAGS, &tags, err);
 	if (rc == TWIN_OK)
-		rc = load_section(s, device_id, KIND_DESIRED, &desired, err);
+		rc = load_section(s, device_id, TWIN_KIND_DESIRED, &desired, err);
 	if (rc == TWIN_OK)
-		rc = load_section(s, device_id, KIND_REPORTED, &reported, err);
+		rc = load_section(s, device_id, TWIN_KIND_REPORTED, &reported, err);
 	db_read_end(s);
 	if (rc == TWIN_OK) {
 		*out = twin_view(&id, version, &tags, &desired, &reported);

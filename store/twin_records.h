@@ -7,7 +7,43 @@
 #ifndef TWIN_STORE_TWIN_RECORDS_H
 #define TWIN_STORE_TWIN_RECORDS_H
 
+#include <cjson/cJSON.h>
+#include <lmdb.h>
+
 #include "twin/store.h"
+
+/* Record kinds of a twin: key = deviceId "\0" kind (store/db.h). */
+enum {
+	TWIN_KIND_DESIRED = 'D',
+	TWIN_KIND_REPORTED = 'R',
+	TWIN_KIND_SESSION = 'S',
+	TWIN_KIND_TAGS = 'T',
+	TWIN_KIND_VERSION = 'V',
+	TWIN_KIND_TOMBSTONES = 'X',
+};
+
+/* Raw access to one record of a twin; get needs db_read_begin or a batch,
+ * put and del need a batch. get gives TWIN_E_NOT_FOUND when absent. */
+twin_err twin_record_get(twin_store *s, const char *device_id, char kind, MDB_val *v,
+                         twin_error *err);
+twin_err twin_record_put(twin_store *s, const char *device_id, char kind, const void *val,
+                         size_t len, twin_error *err);
+twin_err twin_record_del(twin_store *s, const char *device_id, char kind, twin_error *err);
+
+/* Parse the desired section of device_id: data and metadata trees (caller
+ * frees) and its $version. Needs db_read_begin or a batch. */
+twin_err twin_desired_load(twin_store *s, const char *device_id, cJSON **data, cJSON **meta,
+                           int64_t *version, twin_error *err);
+
+/* obj printed compactly with "$version":v appended as its last member;
+ * *out malloc'd. */
+twin_err twin_print_with_version(const cJSON *obj, int64_t v, char **out, size_t *len,
+                                 twin_error *err);
+
+/* Record, for the catch-up notification, every key of old_data absent from
+ * new_data as removed by desired version `version` (store/catchup.c). */
+twin_err twin_tombstones_record(twin_store *s, const char *device_id, const cJSON *old_data,
+                                const cJSON *new_data, int64_t version, twin_error *err);
 
 /* Write the records of a new, empty twin: version 2, empty tags, both
  * sections at $version 1 with never-written metadata. */

@@ -68,4 +68,33 @@ twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch, c
 twin_err twin_replace(twin_store *s, const char *device_id, const cJSON *body, const char *if_match,
                       twin_write_result *res, twin_error *err);
 
+/* What the broker remembers of a device's MQTT session, persisted with the
+ * twin because the official SDKs subscribe once and never again (§1.5):
+ * after a broker restart the plugin must still know where to deliver. */
+typedef struct twin_session {
+	int res_qos;              /* granted QoS of $iothub/twin/res/#, -1 when none */
+	int desired_qos;          /* granted QoS of the desired filter, -1 when none */
+	int64_t notified_version; /* L of §3.1: last desired $version handed to the
+	                             device by a notification or a GET (1 initially) */
+} twin_session;
+
+/* Read the session state of device_id. A twin without one gets the initial
+ * state (no subscriptions, L = 1). TWIN_E_NOT_FOUND when there is no twin. */
+twin_err twin_session_get(twin_store *s, const char *device_id, twin_session *out, twin_error *err);
+
+/* Replace the session state of device_id (joins the batch). */
+twin_err twin_session_put(twin_store *s, const char *device_id, const twin_session *in,
+                          twin_error *err);
+
+/* The catch-up notification of §3.1 for a device that has seen desired
+ * version since: when the current desired $version V is greater, *out is
+ * the change from since to V (changed and added keys with their values,
+ * removed keys as null, any depth, arrays whole) plus "$version":V last, and
+ * *version = V; otherwise *out is NULL and *version = V. Keys removed after
+ * since are known from tombstones kept with the twin; the newest
+ * TWIN_TOMBSTONES_MAX are kept. *out is malloc'd; the caller frees it. */
+#define TWIN_TOMBSTONES_MAX 512
+twin_err twin_desired_since(twin_store *s, const char *device_id, int64_t since, char **out,
+                            size_t *len, int64_t *version, twin_error *err);
+
 #endif
