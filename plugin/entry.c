@@ -33,6 +33,51 @@ PLG_EXPORT int mosquitto_plugin_version(int supported_version_count, const int *
 	return -1;
 }
 
+/* TICK: once per broker loop iteration (DESIGN.md §2). */
+static int on_tick(int event, void *event_data, void *userdata)
+{
+	plg_ctx *ctx = userdata;
+
+	(void)event;
+	(void)event_data;
+	ctx->reloading = 0;
+	plg_outbox_flush(ctx);
+	twin_store_maintain(ctx->store, NULL); /* grow the map between batches */
+	return MOSQ_ERR_SUCCESS;
+}
+
+static const struct {
+	int event;
+	MOSQ_FUNC_generic_callback cb;
+} callbacks[] = {
+        {MOSQ_EVT_BASIC_AUTH, plg_on_basic_auth}, {MOSQ_EVT_ACL_CHECK, plg_on_acl_check},
+        {MOSQ_EVT_MESSAGE, plg_on_message},       {MOSQ_EVT_TICK, on_tick},
+        {MOSQ_EVT_DISCONNECT, plg_on_disconnect}, {MOSQ_EVT_RELOAD, plg_on_reload},
+};
+
+static int register_callbacks(plg_ctx *ctx)
+{
+	for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++) {
+		int rc = mosquitto_callback_register(ctx->pid, callbacks[i].event, callbacks[i].cb,
+		                                     NULL, ctx);
+
+		if (rc != MOSQ_ERR_SUCCESS) {
+			mosquitto_log_printf(MOSQ_LOG_ERR,
+			                     PLG_LOG_PREFIX
+			                     "cannot register for event %d (error %d).",
+			                     callbacks[i].event, rc);
+			return rc;
+		}
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+static void unregister_callbacks(plg_ctx *ctx)
+{
+	for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++)
+		mosquitto_callback_unregister(ctx->pid, callbacks[i].event, callbacks[i].cb, NULL);
+}
+
 static int refuse(const char *why)
 {
 	mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "refusing to start: %s", why);
@@ -73,6 +118,12 @@ PLG_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **u
 	}
 	mosquitto_log_printf(MOSQ_LOG_INFO, PLG_LOG_PREFIX "database open at %s (map %zu MiB).",
 	                     ctx->opts.db_path, twin_store_map_size(ctx->store) >> 20);
+	rc = register_callbacks(ctx);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		unregister_callbacks(ctx);
+		twin_store_close(ctx->store);
+		goto fail;
+	}
 	plg_initialised = 1;
 	*userdata = ctx;
 	return MOSQ_ERR_SUCCESS;
@@ -92,6 +143,12 @@ PLG_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *op
 	 * calling cleanup then, but a later version may not. */
 	if (ctx == NULL)
 		return MOSQ_ERR_SUCCESS;
+	unregister_callbacks(ctx);
+	/* Writes of the last loop iteration are kept; their replies cannot
+	 * leave any more, exactly as if the broker had died after the commit. */
+	plg_outbox_flush(ctx);
+	plg_outbox_free(&ctx->out);
+	plg_conns_free(&ctx->conns);
 	twin_store_close(ctx->store);
 	mosquitto_log_printf(MOSQ_LOG_INFO, PLG_LOG_PREFIX "database closed cleanly (%s).",
 	                     ctx->opts.db_path);

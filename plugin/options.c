@@ -33,6 +33,18 @@ static int parse_size(const char *key, const char *value, unsigned long long max
 	return MOSQ_ERR_SUCCESS;
 }
 
+static int parse_bool(const char *key, const char *value, int *out)
+{
+	if (strcmp(value, "true") == 0 || strcmp(value, "false") == 0) {
+		*out = value[0] == 't';
+		return MOSQ_ERR_SUCCESS;
+	}
+	mosquitto_log_printf(MOSQ_LOG_ERR,
+	                     PLG_LOG_PREFIX "plugin_opt_%s must be true or false, got '%s'.", key,
+	                     value);
+	return MOSQ_ERR_INVAL;
+}
+
 /* Numeric options and where they land. */
 static int parse_numeric(plg_options *o, const char *key, const char *value, int *known)
 {
@@ -72,6 +84,7 @@ static int parse_numeric(plg_options *o, const char *key, const char *value, int
 int plg_options_parse(plg_options *o, struct mosquitto_opt *opts, int count)
 {
 	memset(o, 0, sizeof(*o));
+	o->catchup = 1;
 	twin_store_options_default(&o->store);
 	for (int i = 0; i < count; i++) {
 		const char *key = opts[i].key, *value = opts[i].value ? opts[i].value : "";
@@ -82,6 +95,11 @@ int plg_options_parse(plg_options *o, struct mosquitto_opt *opts, int count)
 			o->db_path = strdup(value);
 			if (o->db_path == NULL)
 				return MOSQ_ERR_NOMEM;
+			continue;
+		}
+		if (strcmp(key, "catchup") == 0) {
+			if (parse_bool(key, value, &o->catchup) != MOSQ_ERR_SUCCESS)
+				return MOSQ_ERR_INVAL;
 			continue;
 		}
 		rc = parse_numeric(o, key, value, &known);

@@ -23,6 +23,7 @@ static const struct {
         [TWIN_E_INVALID] = {400, 400004},
         [TWIN_E_SECTION_SIZE] = {403, 403100},
         [TWIN_E_NOT_FOUND] = {404, 404001},
+        [TWIN_E_NO_OPERATION] = {404, 404},
         [TWIN_E_EXISTS] = {409, 409001},
         [TWIN_E_PRECONDITION] = {412, 412001},
         [TWIN_E_NOMEM] = {500, 500001},

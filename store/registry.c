@@ -404,6 +404,22 @@ twin_err twin_device_set_connected(twin_store *s, const char *device_id, int con
 	return store_identity(s, &id, err);
 }
 
+twin_err twin_device_set_activity(twin_store *s, const char *device_id, int64_t ticks,
+                                  twin_error *err)
+{
+	twin_identity id;
+	twin_err rc = check_id(device_id, err);
+
+	if (rc == TWIN_OK)
+		rc = db_write_begin(s, err);
+	if (rc == TWIN_OK)
+		rc = load_identity(s, device_id, &id, err);
+	if (rc != TWIN_OK || id.last_activity >= ticks)
+		return rc;
+	id.last_activity = ticks;
+	return store_identity(s, &id, err);
+}
+
 static int add_string_or_null(cJSON *obj, const char *name, const char *value)
 {
 	return (value[0] ? cJSON_AddStringToObject(obj, name, value)

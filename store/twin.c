@@ -329,7 +329,7 @@ twin_err twin_print_with_version(const cJSON *obj, int64_t v, char **out, size_t
 }
 
 twin_err twin_get_device_body(twin_store *s, const char *device_id, char **out, size_t *len,
-                              twin_error *err)
+                              int64_t *desired_version, twin_error *err)
 {
 	static const char kinds[] = {TWIN_KIND_DESIRED, TWIN_KIND_REPORTED};
 	static const char *prefix[] = {"{\"desired\":", ",\"reported\":"};
@@ -347,10 +347,14 @@ twin_err twin_get_device_body(twin_store *s, const char *device_id, char **out, 
 		rc = twin_record_get(s, device_id, kinds[i], &v, err);
 		if (rc != TWIN_OK)
 			break;
-		if (!record_split(&v, &version, &data, &dlen, &meta, &mlen) || dlen < 2)
+		if (!record_split(&v, &version, &data, &dlen, &meta, &mlen) || dlen < 2) {
 			rc = corrupt(err, device_id);
-		else if (!append_str(&buf, &blen, &cap, prefix[i]) ||
-		         !append_with_version(&buf, &blen, &cap, data, dlen, version))
+			break;
+		}
+		if (i == 0 && desired_version != NULL)
+			*desired_version = version;
+		if (!append_str(&buf, &blen, &cap, prefix[i]) ||
+		    !append_with_version(&buf, &blen, &cap, data, dlen, version))
 			rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 	}
 	db_read_end(s);

@@ -18,6 +18,7 @@ typedef enum twin_err {
 	TWIN_E_INVALID,      /* 400 400004 ArgumentInvalid: bad JSON, key, value, depth, id ... */
 	TWIN_E_SECTION_SIZE, /* 403 403100: a section would exceed its size limit */
 	TWIN_E_NOT_FOUND,    /* 404 404001 DeviceNotFound */
+	TWIN_E_NO_OPERATION, /* 404 404 (generic NotFound): unknown operation topic */
 	TWIN_E_EXISTS,       /* 409 409001 DeviceAlreadyExists */
 	TWIN_E_PRECONDITION, /* 412 412001 PreconditionFailed: etag mismatch */
 	TWIN_E_NOMEM,        /* 500 500001: allocation failed */

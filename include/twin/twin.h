@@ -37,10 +37,11 @@ void twin_write_result_clear(twin_write_result *r);
 void twin_etag_format(int64_t version, char out[TWIN_ETAG_MAX]);
 
 /* The device GET body {"desired":{…,"$version":D},"reported":{…,"$version":R}}
- * of device_id. *out is malloc'd (caller frees), *len its length.
- * TWIN_E_NOT_FOUND when there is no such twin. */
+ * of device_id. *out is malloc'd (caller frees), *len its length, and
+ * *desired_version (if not NULL) is D. TWIN_E_NOT_FOUND when there is no
+ * such twin. */
 twin_err twin_get_device_body(twin_store *s, const char *device_id, char **out, size_t *len,
-                              twin_error *err);
+                              int64_t *desired_version, twin_error *err);
 
 /* The service view (§4) of device_id: identity fields, tags and properties
  * with $metadata and $version. Caller owns *out (cJSON_Delete). */

@@ -60,7 +60,7 @@ static cJSON *desired_now(void)
 	size_t len;
 	cJSON *all, *d;
 
-	assert_int_equal(twin_get_device_body(db.s, "d1", &body, &len, NULL), TWIN_OK);
+	assert_int_equal(twin_get_device_body(db.s, "d1", &body, &len, NULL, NULL), TWIN_OK);
 	all = test_json(body);
 	free(body);
 	d = cJSON_DetachItemFromObject(all, "desired");

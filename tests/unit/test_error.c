@@ -35,8 +35,12 @@ static void test_error_status_and_code_table(void **state)
 static void test_error_code_starts_with_status(void **state)
 {
 	(void)state;
-	for (int e = TWIN_E_INVALID; e <= TWIN_E_UNAVAILABLE; e++)
-		assert_int_equal(twin_err_code((twin_err)e) / 1000, twin_err_status((twin_err)e));
+	/* Six-digit codes begin with their status; generic ones are the status. */
+	for (int e = TWIN_E_INVALID; e <= TWIN_E_UNAVAILABLE; e++) {
+		int code = twin_err_code((twin_err)e), status = twin_err_status((twin_err)e);
+
+		assert_true(code / 1000 == status || code == status);
+	}
 }
 
 static void test_error_set_formats_and_tolerates_null(void **state)

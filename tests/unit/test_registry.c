@@ -557,7 +557,7 @@ static void test_create_device_creates_empty_twin(void **state)
 	test_assert_json(cJSON_GetObjectItemCaseSensitive(props, "desired"), never);
 	test_assert_json(cJSON_GetObjectItemCaseSensitive(props, "reported"), never);
 	cJSON_Delete(twin);
-	assert_int_equal(twin_get_device_body(db.s, "dev1", &body, &len, &err), TWIN_OK);
+	assert_int_equal(twin_get_device_body(db.s, "dev1", &body, &len, NULL, &err), TWIN_OK);
 	assert_string_equal(body, "{\"desired\":{\"$version\":1},\"reported\":{\"$version\":1}}");
 	assert_int_equal(len, strlen(body));
 	free(body);
@@ -662,7 +662,8 @@ static void test_get_unknown_device_404(void **state)
 	memset(&err, 0, sizeof(err));
 	assert_err(twin_get(db.s, "dev2", &twin, &err), TWIN_E_NOT_FOUND, &err, 404, 404001);
 	assert_null(twin);
-	assert_int_equal(twin_get_device_body(db.s, "dev2", &body, &len, &err), TWIN_E_NOT_FOUND);
+	assert_int_equal(twin_get_device_body(db.s, "dev2", &body, &len, NULL, &err),
+	                 TWIN_E_NOT_FOUND);
 	assert_null(body);
 	/* Ids differ by case. */
 	assert_int_equal(twin_device_get(db.s, "DEV1", &out, &err), TWIN_E_NOT_FOUND);
@@ -860,7 +861,8 @@ static void test_delete_device_deletes_twin(void **state)
 	commit();
 	assert_err(twin_device_get(db.s, "dev1", &out, &err), TWIN_E_NOT_FOUND, &err, 404, 404001);
 	assert_int_equal(twin_get(db.s, "dev1", &twin, &err), TWIN_E_NOT_FOUND);
-	assert_int_equal(twin_get_device_body(db.s, "dev1", &body, &len, &err), TWIN_E_NOT_FOUND);
+	assert_int_equal(twin_get_device_body(db.s, "dev1", &body, &len, NULL, &err),
+	                 TWIN_E_NOT_FOUND);
 	assert_int_equal(twin_patch_reported(db.s, "dev1", rep, strlen(rep), NULL, &err),
 	                 TWIN_E_NOT_FOUND);
 	assert_int_equal(twin_device_delete(db.s, "dev1", NULL, &err), TWIN_E_NOT_FOUND);
@@ -874,7 +876,7 @@ static void test_delete_device_deletes_twin(void **state)
 	assert_true(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(twin, "version")) == 2.0);
 	assert_string_equal(member_string(twin, "etag"), "AAAAAAAAAAE=");
 	cJSON_Delete(twin);
-	assert_int_equal(twin_get_device_body(db.s, "dev1", &body, &len, &err), TWIN_OK);
+	assert_int_equal(twin_get_device_body(db.s, "dev1", &body, &len, NULL, &err), TWIN_OK);
 	assert_string_equal(body, "{\"desired\":{\"$version\":1},\"reported\":{\"$version\":1}}");
 	free(body);
 }

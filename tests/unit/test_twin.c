@@ -58,8 +58,13 @@ static void assert_body(const char *want)
 	char *body;
 	size_t len;
 
-	assert_int_equal(twin_get_device_body(db.s, "d1", &body, &len, NULL), TWIN_OK);
+	int64_t desired_version = -1;
+
+	assert_int_equal(twin_get_device_body(db.s, "d1", &body, &len, &desired_version, NULL),
+	                 TWIN_OK);
 	assert_string_equal(body, want);
+	assert_non_null(strstr(want, "\"desired\":{"));
+	assert_true(desired_version >= 1);
 	assert_int_equal(len, strlen(want));
 	free(body);
 }

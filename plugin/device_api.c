@@ -1,0 +1,104 @@
+/*
+ * device_api.c - device twin requests over MQTT (PROTOCOL.md §2).
+ *
+ * MESSAGE runs after the ACL WRITE check and before the broker stores and
+ * fans out the message. A twin request is consumed by rewriting its topic,
+ * in place, to a sink topic nobody may subscribe to, and clearing retain:
+ * there is no "consume" return code, and any other non-success return
+ * disconnects the client (DESIGN.md §2). The topic pointer itself is never
+ * replaced, because 2.0.11 and later versions disagree on who frees it.
+ *
+ * The device's identity is its connection, never the topic.
+ */
+#include <string.h>
+
+#include "plugin.h"
+#include "topic.h"
+
+/* Shorter than any $iothub/ topic, and denied to every subscriber (acl). */
+#define PLG_SINK_TOPIC "$iothub/"
+
+static void consume(struct mosquitto_evt_message *ed)
+{
+	memcpy(ed->topic, PLG_SINK_TOPIC, sizeof(PLG_SINK_TOPIC));
+	ed->retain = false;
+}
+
+static void handle_get(plg_ctx *ctx, plg_conn *c, const plg_topic *t)
+{
+	twin_error err;
+	int64_t desired_version = 0;
+	size_t len = 0;
+	char *body = NULL;
+
+	if (twin_get_device_body(ctx->store, c->device_id, &body, &len, &desired_version, &err) !=
+	    TWIN_OK) {
+		plg_reply_error(ctx, c, t->rid, t->rid_len, &err);
+		return;
+	}
+	plg_reply(ctx, c, t->rid, t->rid_len, 200, -1, body, len);
+	/* The GET result hands the device this desired version (§3.1 L). */
+	if (desired_version > c->session.notified_version) {
+		c->session.notified_version = desired_version;
+		plg_session_save(ctx, c);
+	}
+}
+
+static void handle_patch(plg_ctx *ctx, plg_conn *c, const plg_topic *t, const void *payload,
+                         size_t len)
+{
+	twin_write_result res = {0};
+	twin_error err;
+
+	if (twin_patch_reported(ctx->store, c->device_id, payload ? payload : "", len, &res,
+	                        &err) != TWIN_OK) {
+		plg_reply_error(ctx, c, t->rid, t->rid_len, &err);
+		return;
+	}
+	plg_reply(ctx, c, t->rid, t->rid_len, 204, res.reported_version, NULL, 0);
+	twin_write_result_clear(&res);
+}
+
+int plg_on_message(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_message *ed = event_data;
+	plg_ctx *ctx = userdata;
+	plg_conn *c = plg_conn_by_client(&ctx->conns, ed->client);
+	twin_error err;
+	plg_topic t;
+
+	(void)event;
+	plg_topic_parse(ed->topic, &t);
+	if (t.kind == PLG_TOPIC_NOT_IOTHUB) {
+		if (c != NULL)
+			plg_activity(ctx, c);
+		return MOSQ_ERR_SUCCESS;
+	}
+	/* QoS 2 on the dialect closes the connection (§2.2), as does any
+	 * $iothub/ topic outside the twin API, and any request from a client
+	 * that is not a device. */
+	if (ed->qos > 1 || t.kind == PLG_TOPIC_IOTHUB_OTHER || c == NULL ||
+	    !plg_conn_is_live(&ctx->conns, c))
+		return MOSQ_ERR_PROTOCOL;
+	consume(ed);
+	plg_activity(ctx, c);
+	if (t.rid == NULL) {
+		/* Not executed (project decision); answered only for known operations. */
+		if (t.kind != PLG_TOPIC_TWIN_UNKNOWN) {
+			twin_error_set(&err, TWIN_E_INVALID, "The topic has no $rid parameter.");
+			plg_reply_error(ctx, c, NULL, 0, &err);
+		}
+		return MOSQ_ERR_SUCCESS;
+	}
+	if (t.kind == PLG_TOPIC_TWIN_GET)
+		handle_get(ctx, c, &t);
+	else if (t.kind == PLG_TOPIC_TWIN_PATCH)
+		handle_patch(ctx, c, &t, ed->payload, ed->payloadlen);
+	else {
+		/* Includes devices publishing on reply and notification topics:
+		 * only the plugin publishes there (§2.2). */
+		twin_error_set(&err, TWIN_E_NO_OPERATION, "Unknown twin operation topic.");
+		plg_reply_error(ctx, c, t.rid, t.rid_len, &err);
+	}
+	return MOSQ_ERR_SUCCESS;
+}

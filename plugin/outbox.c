@@ -1,0 +1,179 @@
+/*
+ * outbox.c - group commit and the publishes that wait for it.
+ *
+ * Every request of a broker loop iteration writes into one store batch and
+ * queues its reply here. TICK commits the batch once (one fsync) and only
+ * then publishes, in arrival order, so a reply always means "on disk"
+ * (DESIGN.md §2, §3). If the commit fails, every reply of the batch becomes
+ * an error reply and notifications are dropped: nothing they announced
+ * happened.
+ *
+ * Replies are targeted publishes to the requesting client id; a message for
+ * a connection that was taken over meanwhile is dropped (PROTOCOL.md §1.4).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plugin.h"
+#include "topic.h"
+
+static plg_msg *outbox_push(plg_outbox *o)
+{
+	if (o->len == o->cap) {
+		size_t cap = o->cap ? o->cap * 2 : 64;
+		plg_msg *m = realloc(o->msgs, cap * sizeof(*m));
+
+		if (m == NULL)
+			return NULL;
+		o->msgs = m;
+		o->cap = cap;
+	}
+	memset(&o->msgs[o->len], 0, sizeof(o->msgs[0]));
+	return &o->msgs[o->len++];
+}
+
+static void msg_free(plg_msg *m)
+{
+	free(m->rid);
+	free(m->topic);
+	free(m->payload);
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+	char *d = malloc(n + 1);
+
+	if (d != NULL) {
+		memcpy(d, s, n);
+		d[n] = '\0';
+	}
+	return d;
+}
+
+static char *reply_topic(int status, const char *rid, size_t rid_len, int64_t version)
+{
+	char *t;
+	size_t n = rid_len + 64;
+
+	t = malloc(n);
+	if (t == NULL)
+		return NULL;
+	if (version >= 0)
+		snprintf(t, n, "$iothub/twin/res/%d/?$rid=%.*s&$version=%" PRId64, status,
+		         (int)rid_len, rid ? rid : "", version);
+	else
+		snprintf(t, n, "$iothub/twin/res/%d/?$rid=%.*s", status, (int)rid_len,
+		         rid ? rid : "");
+	return t;
+}
+
+static void queue(plg_ctx *ctx, plg_conn *c, int qos, char *rid, char *topic, char *body,
+                  size_t len)
+{
+	plg_msg *m = NULL;
+
+	if (topic != NULL && (m = outbox_push(&ctx->out)) != NULL) {
+		snprintf(m->device_id, sizeof(m->device_id), "%s", c->device_id);
+		m->generation = c->generation;
+		m->qos = qos > 1 ? 1 : qos;
+		m->rid = rid;
+		m->topic = topic;
+		m->payload = body;
+		m->len = len;
+		return;
+	}
+	mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "out of memory: a reply to %s is lost.",
+	                     c->device_id);
+	free(rid);
+	free(topic);
+	free(body);
+}
+
+void plg_reply(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len, int status,
+               int64_t version, char *body, size_t len)
+{
+	if (c->session.res_qos < 0) {
+		/* Not subscribed to replies: executed, not answered (§2.2). */
+		free(body);
+		return;
+	}
+	queue(ctx, c, c->session.res_qos, dup_n(rid ? rid : "", rid ? rid_len : 0),
+	      reply_topic(status, rid, rid_len, version), body, len);
+}
+
+void plg_reply_error(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len,
+                     const twin_error *e)
+{
+	char *body = twin_error_body(e, twin_store_now(ctx->store));
+
+	plg_reply(ctx, c, rid, rid_len, twin_err_status(e->err), -1, body, body ? strlen(body) : 0);
+}
+
+void plg_notify(plg_ctx *ctx, plg_conn *c, int64_t v, char *body, size_t len)
+{
+	char *topic = malloc(sizeof(PLG_DESIRED_TOPIC) + 32);
+
+	if (topic != NULL)
+		snprintf(topic, sizeof(PLG_DESIRED_TOPIC) + 32,
+		         PLG_DESIRED_TOPIC "?$version=%" PRId64, v);
+	queue(ctx, c, c->session.desired_qos, NULL, topic, body, len);
+}
+
+/* Replace a reply of a failed batch by a 500 error reply. */
+static void fail_reply(plg_ctx *ctx, plg_msg *m, const twin_error *e)
+{
+	char *body = twin_error_body(e, twin_store_now(ctx->store));
+	char *topic = reply_topic(twin_err_status(e->err), m->rid, strlen(m->rid), -1);
+
+	free(m->topic);
+	free(m->payload);
+	m->topic = topic;
+	m->payload = body;
+	m->len = body ? strlen(body) : 0;
+}
+
+static void reload_session(plg_conn *c, void *arg)
+{
+	plg_ctx *ctx = arg;
+
+	/* The failed batch may have held session changes. */
+	if (twin_session_get(ctx->store, c->device_id, &c->session, NULL) != TWIN_OK)
+		c->session.res_qos = c->session.desired_qos = -1;
+}
+
+void plg_outbox_flush(plg_ctx *ctx)
+{
+	twin_error err = {0};
+	int failed = twin_store_commit(ctx->store, &err) != TWIN_OK;
+
+	if (failed) {
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     PLG_LOG_PREFIX "commit failed, %zu replies turn "
+		                                    "into errors: %s",
+		                     ctx->out.len, err.message);
+		plg_conns_each_live(&ctx->conns, reload_session, ctx);
+	}
+	for (size_t i = 0; i < ctx->out.len; i++) {
+		plg_msg *m = &ctx->out.msgs[i];
+		plg_conn *c = plg_conn_by_device(&ctx->conns, m->device_id);
+
+		if (failed && m->rid != NULL)
+			fail_reply(ctx, m, &err);
+		if (c != NULL && c->generation == m->generation && m->topic != NULL &&
+		    !(failed && m->rid == NULL))
+			mosquitto_broker_publish_copy(m->device_id, m->topic, (int)m->len,
+			                              m->payload, m->qos, false, NULL);
+		msg_free(m);
+	}
+	ctx->out.len = 0;
+}
+
+void plg_outbox_free(plg_outbox *o)
+{
+	for (size_t i = 0; i < o->len; i++)
+		msg_free(&o->msgs[i]);
+	free(o->msgs);
+	memset(o, 0, sizeof(*o));
+}
