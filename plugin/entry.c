@@ -57,9 +57,13 @@ static const struct {
 
 static int register_callbacks(plg_ctx *ctx)
 {
+	int rc = plg_control_register(ctx);
+
+	if (rc != MOSQ_ERR_SUCCESS)
+		return rc;
 	for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++) {
-		int rc = mosquitto_callback_register(ctx->pid, callbacks[i].event, callbacks[i].cb,
-		                                     NULL, ctx);
+		rc = mosquitto_callback_register(ctx->pid, callbacks[i].event, callbacks[i].cb,
+		                                 NULL, ctx);
 
 		if (rc != MOSQ_ERR_SUCCESS) {
 			mosquitto_log_printf(MOSQ_LOG_ERR,
@@ -74,6 +78,7 @@ static int register_callbacks(plg_ctx *ctx)
 
 static void unregister_callbacks(plg_ctx *ctx)
 {
+	plg_control_unregister(ctx);
 	for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++)
 		mosquitto_callback_unregister(ctx->pid, callbacks[i].event, callbacks[i].cb, NULL);
 }

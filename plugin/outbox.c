@@ -36,6 +36,7 @@ static plg_msg *outbox_push(plg_outbox *o)
 
 static void msg_free(plg_msg *m)
 {
+	free(m->client_id);
 	free(m->rid);
 	free(m->topic);
 	free(m->payload);
@@ -72,10 +73,11 @@ static char *reply_topic(int status, const char *rid, size_t rid_len, int64_t ve
 static void queue(plg_ctx *ctx, plg_conn *c, int qos, char *rid, char *topic, char *body,
                   size_t len)
 {
+	char *client_id = strdup(c->device_id);
 	plg_msg *m = NULL;
 
-	if (topic != NULL && (m = outbox_push(&ctx->out)) != NULL) {
-		snprintf(m->device_id, sizeof(m->device_id), "%s", c->device_id);
+	if (topic != NULL && client_id != NULL && (m = outbox_push(&ctx->out)) != NULL) {
+		m->client_id = client_id;
 		m->generation = c->generation;
 		m->qos = qos > 1 ? 1 : qos;
 		m->rid = rid;
@@ -86,6 +88,7 @@ static void queue(plg_ctx *ctx, plg_conn *c, int qos, char *rid, char *topic, ch
 	}
 	mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "out of memory: a reply to %s is lost.",
 	                     c->device_id);
+	free(client_id);
 	free(rid);
 	free(topic);
 	free(body);
@@ -134,6 +137,54 @@ static void fail_reply(plg_ctx *ctx, plg_msg *m, const twin_error *e)
 	m->len = body ? strlen(body) : 0;
 }
 
+void plg_send_after_commit(plg_ctx *ctx, const char *client_id, const char *topic, int qos,
+                           char *payload, size_t len)
+{
+	char *id = strdup(client_id), *t = strdup(topic);
+	plg_msg *m = NULL;
+
+	if (id != NULL && t != NULL && (m = outbox_push(&ctx->out)) != NULL) {
+		m->client_id = id;
+		m->qos = qos > 1 ? 1 : qos;
+		m->topic = t;
+		m->payload = payload;
+		m->len = len;
+		m->control = 1;
+		return;
+	}
+	free(id);
+	free(t);
+	free(payload);
+}
+
+/* A control response of a failed batch: one error for the whole request,
+ * since none of its writes happened. */
+static void fail_control(plg_msg *m, const twin_error *e)
+{
+	size_t cap = TWIN_ERROR_MESSAGE_MAX + 128;
+	char *body = malloc(cap);
+
+	free(m->payload);
+	m->payload = body;
+	m->len = 0;
+	if (body != NULL)
+		m->len = (size_t)snprintf(body, cap,
+		                          "{\"responses\":[{\"status\":%d,\"error\":{\"code\":%d,"
+		                          "\"message\":\"The batch could not be committed.\"}}]}",
+		                          twin_err_status(e->err), twin_err_code(e->err));
+}
+
+/* Device messages go to the connection they were made for, if still live. */
+static int deliverable(plg_ctx *ctx, const plg_msg *m)
+{
+	plg_conn *c;
+
+	if (m->control)
+		return 1;
+	c = plg_conn_by_device(&ctx->conns, m->client_id);
+	return c != NULL && c->generation == m->generation;
+}
+
 static void reload_session(plg_conn *c, void *arg)
 {
 	plg_ctx *ctx = arg;
@@ -157,13 +208,14 @@ void plg_outbox_flush(plg_ctx *ctx)
 	}
 	for (size_t i = 0; i < ctx->out.len; i++) {
 		plg_msg *m = &ctx->out.msgs[i];
-		plg_conn *c = plg_conn_by_device(&ctx->conns, m->device_id);
+		int drop = failed && !m->control && m->rid == NULL; /* a notification */
 
-		if (failed && m->rid != NULL)
+		if (failed && m->control)
+			fail_control(m, &err);
+		else if (failed && m->rid != NULL)
 			fail_reply(ctx, m, &err);
-		if (c != NULL && c->generation == m->generation && m->topic != NULL &&
-		    !(failed && m->rid == NULL))
-			mosquitto_broker_publish_copy(m->device_id, m->topic, (int)m->len,
+		if (!drop && m->topic != NULL && deliverable(ctx, m))
+			mosquitto_broker_publish_copy(m->client_id, m->topic, (int)m->len,
 			                              m->payload, m->qos, false, NULL);
 		msg_free(m);
 	}

@@ -31,10 +31,12 @@ typedef struct plg_options {
 
 /* A publish waiting for the commit of its batch. */
 typedef struct plg_msg {
-	char device_id[TWIN_DEVICE_ID_MAX + 1];
-	uint64_t generation; /* connection it is for: dropped if no longer live */
+	char *client_id;     /* target */
+	uint64_t generation; /* device connection it is for, dropped if no longer
+	                        live; 0 for back-end clients (no check) */
 	int qos;
-	char *rid; /* a reply's $rid (for an error reply if the commit fails); NULL
+	int control; /* a control API response */
+	char *rid;   /* a reply's $rid (for an error reply if the commit fails); NULL
 	              for notifications, which are dropped instead */
 	char *topic;
 	char *payload;
@@ -70,6 +72,11 @@ void plg_reply_error(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len,
                      const twin_error *e);
 /* Queue a desired notification of version v to c. Takes body. */
 void plg_notify(plg_ctx *ctx, plg_conn *c, int64_t v, char *body, size_t len);
+/* Queue a publish to any client (control API responses). Takes payload.
+ * Sent even if the batch fails: the payload reports per-command results
+ * computed before the commit, so a failed batch turns it into an error. */
+void plg_send_after_commit(plg_ctx *ctx, const char *client_id, const char *topic, int qos,
+                           char *payload, size_t len);
 /* Commit the batch, then publish what it answered (TICK). */
 void plg_outbox_flush(plg_ctx *ctx);
 void plg_outbox_free(plg_outbox *o);
@@ -86,6 +93,10 @@ int plg_on_acl_check(int event, void *event_data, void *userdata);
 void plg_activity(plg_ctx *ctx, plg_conn *c);
 /* Persist c->session (joins the batch). */
 void plg_session_save(plg_ctx *ctx, plg_conn *c);
+
+/* control.c - the back-end control API on $CONTROL/twin/v1. */
+int plg_control_register(plg_ctx *ctx);
+void plg_control_unregister(plg_ctx *ctx);
 
 /* notify.c - desired notifications. */
 /* After a desired write of device_id with result res: notify its live
