@@ -4,9 +4,9 @@
  * Mosquitto 2.0 has no CONNECT event: BASIC_AUTH is the connect hook, with
  * the client id known (DESIGN.md §2). In open mode (the quick start) the
  * identity is the client id: unknown devices are registered on their first
- * connect and credentials are not checked; the broker's own settings
- * (allow_anonymous, password_file) still decide whether the client gets in,
- * so this callback defers.
+ * connect and credentials are not checked. Clients whose id is not a valid
+ * deviceId are not devices; for them the callback defers to the broker's
+ * own settings.
  *
  * SIGHUP re-runs BASIC_AUTH for every session, offline ones included, with
  * no way to tell it from a connect except the RELOAD event just before it:
@@ -92,7 +92,7 @@ static int reauthenticate(plg_ctx *ctx, struct mosquitto *client)
 		return MOSQ_ERR_PLUGIN_DEFER; /* an offline session */
 	if (twin_device_get(ctx->store, c->device_id, &id, NULL) != TWIN_OK || !id.enabled)
 		return MOSQ_ERR_AUTH;
-	return MOSQ_ERR_PLUGIN_DEFER;
+	return MOSQ_ERR_SUCCESS;
 }
 
 int plg_on_basic_auth(int event, void *event_data, void *userdata)
@@ -122,7 +122,10 @@ int plg_on_basic_auth(int event, void *event_data, void *userdata)
 	if (c == NULL)
 		return MOSQ_ERR_NOMEM;
 	start_session(ctx, c, mosquitto_client_clean_session(ed->client));
-	return MOSQ_ERR_PLUGIN_DEFER;
+	/* Open mode admits devices itself: had it deferred, 2.0.11 would refuse
+	 * every client that sends a username (the SDKs always do), whatever
+	 * allow_anonymous says. */
+	return MOSQ_ERR_SUCCESS;
 }
 
 int plg_on_disconnect(int event, void *event_data, void *userdata)

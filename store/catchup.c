@@ -201,7 +201,7 @@ twin_err twin_tombstones_record(twin_store *s, const char *device_id, const cJSO
 	if (rc == TWIN_OK && !collect_removed(old_data, new_data, NULL, tombs, version))
 		rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 	/* A key that exists again needs no tombstone. */
-	for (t = tombs->child; rc == TWIN_OK && t != NULL; t = next) {
+	for (t = rc == TWIN_OK ? tombs->child : NULL; t != NULL; t = next) {
 		next = t->next;
 		if (strcmp(t->string, FLOOR_KEY) != 0 && path_find(new_data, t->string, &parent_ok))
 			cJSON_Delete(cJSON_DetachItemViaPointer(tombs, t));
