@@ -101,6 +101,7 @@ class Broker:
     head: config lines placed first (e.g. "per_listener_settings true").
     config: config lines placed last (e.g. a second "plugin" line).
     wrapper: command prefix, e.g. ["valgrind", ...].
+    preexec_fn: run in the child before exec (e.g. to set resource limits).
     ready_timeout: seconds start() waits for the database line, the broker's
         "running" line and the port to accept connections.
 
@@ -117,6 +118,7 @@ class Broker:
         config=(),
         wrapper=(),
         env=None,
+        preexec_fn=None,
         ready_timeout=10.0,
     ):
         self.workdir = Path(workdir)
@@ -128,6 +130,7 @@ class Broker:
         self.config = list(config)
         self.wrapper = list(wrapper)
         self.env = dict(env or {})
+        self.preexec_fn = preexec_fn
         self.ready_timeout = ready_timeout
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "broker.log"
@@ -142,6 +145,9 @@ class Broker:
             # Mosquitto started as root drops to this user before plugin init.
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
             f"listener {self.port} 127.0.0.1",
+            # IoT Hub's dialect stops at QoS 1: SUBSCRIBE QoS 2 is granted 1,
+            # PUBLISH QoS 2 closes the connection (PROTOCOL.md §2.2).
+            "max_qos 1",
             "allow_anonymous true",
             "set_tcp_nodelay true",
             "log_dest stderr",
@@ -184,6 +190,7 @@ class Broker:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 env=env,
+                preexec_fn=self.preexec_fn,
             )
 
     def _wait_ready(self, timeout):
