@@ -11,6 +11,8 @@ import subprocess
 
 import pytest
 
+from twin_clients import Backend, Device
+
 from conftest import CLOSED_LINE, DB_OPEN_LINE, PLUGIN, REPO, SANITIZE
 
 PLUGIN_LINE = f"plugin {PLUGIN}"
@@ -141,6 +143,30 @@ def is_ours(record):
 
 
 @pytest.mark.skipif(SANITIZE, reason="ASan build: valgrind and ASan do not mix")
+def exercise_every_plugin_path(port):
+    """Requests, errors, notifications, catch-up, takeover and disconnects, so
+    the leak check covers what the plugin allocates per message and per
+    connection, not just init and cleanup."""
+    dev = Device(port, "vg-dev", clean_session=False)
+    dev.get()
+    dev.patch({"fw": "1.0", "nested": {"a": [1, 2]}})
+    dev.patch('{"bad key": 1}')
+    dev.publish("$iothub/twin/GET/", "")  # no $rid: 400
+    dev.next("$iothub/twin/res/400/")
+    be = Backend(port, "vg-backend")
+    be.update_desired("vg-dev", {"interval": 5})
+    dev.notification()
+    be.commands({"command": "replaceTwin", "deviceId": "vg-dev", "twin": {"tags": {"t": 1}}},
+                {"command": "nope"})
+    dev.notification()
+    dev.close()
+    be.update_desired("vg-dev", {"interval": 6})  # missed while offline
+    dev = Device(port, "vg-dev", clean_session=False, subscribe=False)
+    dev.notification()  # catch-up
+    Device(port, "vg-dev", clean_session=False, subscribe=False).close()  # takeover
+    be.close()
+
+
 def test_plugin_has_no_leaks_under_valgrind(start_broker, mqtt_client, tmp_path):
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind not installed (tools/install-deps installs it)")
@@ -163,6 +189,7 @@ def test_plugin_has_no_leaks_under_valgrind(start_broker, mqtt_client, tmp_path)
     client = mqtt_client(b, "valgrind-client")
     client.publish("plain/topic", b"hello", qos=1).wait_for_publish(timeout=10)
     client.disconnect()
+    exercise_every_plugin_path(b.port)
     rc = b.stop(timeout=60)
     assert CLOSED_LINE in b.log()
     records = valgrind_records(vg_log.read_text())
