@@ -22,7 +22,10 @@ typedef struct plg_conn {
 	struct mosquitto *client;
 	char device_id[TWIN_DEVICE_ID_MAX + 1];
 	uint64_t generation;    /* unique per connection, never reused */
-	twin_session session;   /* cached copy of the persisted session state */
+	twin_session session;   /* cached copy of the persisted session state; its
+	                           notified_version moves only when a message is
+	                           handed to the broker (outbox.c) */
+	int64_t queued;         /* highest desired version queued, not yet handed */
 	int64_t activity;       /* last device activity (ticks) */
 	int64_t activity_saved; /* last lastActivityTime written to the store */
 	struct plg_conn *next_by_client, *next_by_device;

@@ -90,9 +90,14 @@ static int reauthenticate(plg_ctx *ctx, struct mosquitto *client)
 
 	if (c == NULL)
 		return MOSQ_ERR_PLUGIN_DEFER; /* an offline session */
-	if (twin_device_get(ctx->store, c->device_id, &id, NULL) != TWIN_OK || !id.enabled)
-		return MOSQ_ERR_AUTH;
-	return MOSQ_ERR_SUCCESS;
+	switch (twin_device_get(ctx->store, c->device_id, &id, NULL)) {
+	case TWIN_OK:
+		return id.enabled ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
+	case TWIN_E_NOT_FOUND:
+		return MOSQ_ERR_AUTH; /* deleted while connected */
+	default:
+		return MOSQ_ERR_SUCCESS; /* a storage hiccup is no reason to disconnect */
+	}
 }
 
 int plg_on_basic_auth(int event, void *event_data, void *userdata)

@@ -22,6 +22,9 @@
 #define PLG_CONTROL_TOPIC    "$CONTROL/twin/v1"
 #define PLG_CONTROL_RESPONSE "$CONTROL/twin/v1/response"
 
+/* The broker has one thread: one request may not hold it for long. */
+#define PLG_CONTROL_MAX_COMMANDS 100
+
 typedef struct command {
 	const char *name;
 	twin_err (*run)(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
@@ -160,10 +163,12 @@ static cJSON *handle_request(plg_ctx *ctx, const void *payload, size_t len)
 		return out;
 	}
 	cmds = cJSON_GetObjectItemCaseSensitive(req, "commands");
-	if (!cJSON_IsArray(cmds)) {
+	if (!cJSON_IsArray(cmds) || cJSON_GetArraySize(cmds) > PLG_CONTROL_MAX_COMMANDS) {
 		cJSON *bad = cJSON_CreateObject();
 
-		twin_error_set(&err, TWIN_E_INVALID, "'commands' is missing or not an array.");
+		twin_error_set(&err, TWIN_E_INVALID,
+		               "'commands' must be an array of at most %d commands.",
+		               PLG_CONTROL_MAX_COMMANDS);
 		cJSON_AddNumberToObject(bad, "status", 400);
 		cJSON_AddItemToObject(bad, "error", error_object(&err));
 		cJSON_AddItemToArray(responses, bad);

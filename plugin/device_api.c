@@ -36,12 +36,7 @@ static void handle_get(plg_ctx *ctx, plg_conn *c, const plg_topic *t)
 		plg_reply_error(ctx, c, t->rid, t->rid_len, &err);
 		return;
 	}
-	plg_reply(ctx, c, t->rid, t->rid_len, 200, -1, body, len);
-	/* The GET result hands the device this desired version (§3.1 L). */
-	if (desired_version > c->session.notified_version) {
-		c->session.notified_version = desired_version;
-		plg_session_save(ctx, c);
-	}
+	plg_reply_get(ctx, c, t->rid, t->rid_len, desired_version, body, len);
 }
 
 static void handle_patch(plg_ctx *ctx, plg_conn *c, const plg_topic *t, const void *payload,

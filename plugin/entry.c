@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "plugin.h"
+#include "twin/registry.h"
 
 #define PLG_EXPORT __attribute__((visibility("default")))
 
@@ -94,6 +95,7 @@ PLG_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **u
 {
 	plg_ctx *ctx;
 	twin_error err;
+	size_t stale = 0;
 	int rc;
 
 	*userdata = NULL;
@@ -123,6 +125,19 @@ PLG_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **u
 	}
 	mosquitto_log_printf(MOSQ_LOG_INFO, PLG_LOG_PREFIX "database open at %s (map %zu MiB).",
 	                     ctx->opts.db_path, twin_store_map_size(ctx->store) >> 20);
+	if (twin_registry_reset_connections(ctx->store, &stale, &err) != TWIN_OK ||
+	    twin_store_commit(ctx->store, &err) != TWIN_OK) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "%s", err.message);
+		twin_store_close(ctx->store);
+		rc = MOSQ_ERR_UNKNOWN;
+		goto fail;
+	}
+	if (stale > 0)
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PLG_LOG_PREFIX
+		                     "%zu devices were still marked connected from the "
+		                     "last run; now disconnected.",
+		                     stale);
 	rc = register_callbacks(ctx);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		unregister_callbacks(ctx);
@@ -138,9 +153,19 @@ fail:
 	return rc;
 }
 
+static void disconnect_at_shutdown(plg_conn *c, void *arg)
+{
+	plg_ctx *ctx = arg;
+
+	if (c->activity > c->activity_saved)
+		twin_device_set_activity(ctx->store, c->device_id, c->activity, NULL);
+	twin_device_set_connected(ctx->store, c->device_id, 0, NULL);
+}
+
 PLG_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt_count)
 {
 	plg_ctx *ctx = userdata;
+	twin_error err;
 
 	(void)opts;
 	(void)opt_count;
@@ -149,10 +174,15 @@ PLG_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *op
 	if (ctx == NULL)
 		return MOSQ_ERR_SUCCESS;
 	unregister_callbacks(ctx);
+	/* Mosquitto 2.0 sends no DISCONNECT events at shutdown. */
+	plg_conns_each_live(&ctx->conns, disconnect_at_shutdown, ctx);
 	/* Writes of the last loop iteration are kept; their replies cannot
-	 * leave any more, exactly as if the broker had died after the commit. */
-	plg_outbox_flush(ctx);
+	 * leave any more (nothing drains plugin publishes after the main loop),
+	 * exactly as if the broker had died after the commit. */
 	plg_outbox_free(&ctx->out);
+	if (twin_store_commit(ctx->store, &err) != TWIN_OK)
+		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "final commit failed: %s",
+		                     err.message);
 	plg_conns_free(&ctx->conns);
 	twin_store_close(ctx->store);
 	mosquitto_log_printf(MOSQ_LOG_INFO, PLG_LOG_PREFIX "database closed cleanly (%s).",

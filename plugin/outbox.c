@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "plugin.h"
 #include "topic.h"
 
@@ -70,8 +72,8 @@ static char *reply_topic(int status, const char *rid, size_t rid_len, int64_t ve
 	return t;
 }
 
-static void queue(plg_ctx *ctx, plg_conn *c, int qos, char *rid, char *topic, char *body,
-                  size_t len)
+static plg_msg *queue(plg_ctx *ctx, plg_conn *c, int qos, char *rid, char *topic, char *body,
+                      size_t len)
 {
 	char *client_id = strdup(c->device_id);
 	plg_msg *m = NULL;
@@ -84,7 +86,7 @@ static void queue(plg_ctx *ctx, plg_conn *c, int qos, char *rid, char *topic, ch
 		m->topic = topic;
 		m->payload = body;
 		m->len = len;
-		return;
+		return m;
 	}
 	mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "out of memory: a reply to %s is lost.",
 	                     c->device_id);
@@ -92,18 +94,38 @@ static void queue(plg_ctx *ctx, plg_conn *c, int qos, char *rid, char *topic, ch
 	free(rid);
 	free(topic);
 	free(body);
+	return NULL;
+}
+
+/* Queue a reply; NULL when none is sent (no res/# subscription, no memory). */
+static plg_msg *reply(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len, int status,
+                      int64_t version, char *body, size_t len)
+{
+	if (c->session.res_qos < 0) {
+		/* Not subscribed to replies: executed, not answered (§2.2). */
+		free(body);
+		return NULL;
+	}
+	return queue(ctx, c, c->session.res_qos, dup_n(rid ? rid : "", rid ? rid_len : 0),
+	             reply_topic(status, rid, rid_len, version), body, len);
+}
+
+void plg_reply_get(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len, int64_t desired,
+                   char *body, size_t len)
+{
+	plg_msg *m = reply(ctx, c, rid, rid_len, 200, -1, body, len);
+
+	if (m != NULL) {
+		m->desired = desired;
+		if (desired > c->queued)
+			c->queued = desired;
+	}
 }
 
 void plg_reply(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len, int status,
                int64_t version, char *body, size_t len)
 {
-	if (c->session.res_qos < 0) {
-		/* Not subscribed to replies: executed, not answered (§2.2). */
-		free(body);
-		return;
-	}
-	queue(ctx, c, c->session.res_qos, dup_n(rid ? rid : "", rid ? rid_len : 0),
-	      reply_topic(status, rid, rid_len, version), body, len);
+	reply(ctx, c, rid, rid_len, status, version, body, len);
 }
 
 void plg_reply_error(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len,
@@ -117,11 +139,17 @@ void plg_reply_error(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len,
 void plg_notify(plg_ctx *ctx, plg_conn *c, int64_t v, char *body, size_t len)
 {
 	char *topic = malloc(sizeof(PLG_DESIRED_TOPIC) + 32);
+	plg_msg *m;
 
 	if (topic != NULL)
 		snprintf(topic, sizeof(PLG_DESIRED_TOPIC) + 32,
 		         PLG_DESIRED_TOPIC "?$version=%" PRId64, v);
-	queue(ctx, c, c->session.desired_qos, NULL, topic, body, len);
+	m = queue(ctx, c, c->session.desired_qos, NULL, topic, body, len);
+	if (m != NULL) {
+		m->desired = v;
+		if (v > c->queued)
+			c->queued = v;
+	}
 }
 
 /* Replace a reply of a failed batch by a 500 error reply. */
@@ -157,41 +185,68 @@ void plg_send_after_commit(plg_ctx *ctx, const char *client_id, const char *topi
 	free(payload);
 }
 
-/* A control response of a failed batch: one error for the whole request,
- * since none of its writes happened. */
+/* A control response of a failed batch: none of its writes happened, so
+ * every command becomes the commit's error, keeping what identifies it. */
 static void fail_control(plg_msg *m, const twin_error *e)
 {
-	size_t cap = TWIN_ERROR_MESSAGE_MAX + 128;
-	char *body = malloc(cap);
+	cJSON *out = cJSON_ParseWithLength(m->payload, m->len), *r;
+	cJSON *responses = cJSON_GetObjectItemCaseSensitive(out, "responses");
+	char *text;
 
+	cJSON_ArrayForEach(r, responses)
+	{
+		cJSON *err = cJSON_CreateObject();
+
+		cJSON_DeleteItemFromObjectCaseSensitive(r, "data");
+		cJSON_DeleteItemFromObjectCaseSensitive(r, "error");
+		cJSON_DeleteItemFromObjectCaseSensitive(r, "status");
+		cJSON_AddNumberToObject(r, "status", twin_err_status(e->err));
+		cJSON_AddNumberToObject(err, "code", twin_err_code(e->err));
+		cJSON_AddStringToObject(err, "message", e->message);
+		cJSON_AddItemToObject(r, "error", err);
+	}
+	text = out ? cJSON_PrintUnformatted(out) : NULL;
+	cJSON_Delete(out);
 	free(m->payload);
-	m->payload = body;
-	m->len = 0;
-	if (body != NULL)
-		m->len = (size_t)snprintf(body, cap,
-		                          "{\"responses\":[{\"status\":%d,\"error\":{\"code\":%d,"
-		                          "\"message\":\"The batch could not be committed.\"}}]}",
-		                          twin_err_status(e->err), twin_err_code(e->err));
+	m->payload = text;
+	m->len = text ? strlen(text) : 0;
+	if (text == NULL)
+		m->topic[0] = '\0'; /* nothing sensible to send */
 }
 
-/* Device messages go to the connection they were made for, if still live. */
-static int deliverable(plg_ctx *ctx, const plg_msg *m)
+/* The live connection a device message was made for, or NULL. */
+static plg_conn *target(plg_ctx *ctx, const plg_msg *m)
 {
-	plg_conn *c;
+	plg_conn *c = plg_conn_by_device(&ctx->conns, m->client_id);
 
-	if (m->control)
-		return 1;
-	c = plg_conn_by_device(&ctx->conns, m->client_id);
-	return c != NULL && c->generation == m->generation;
+	return c != NULL && c->generation == m->generation ? c : NULL;
 }
 
-static void reload_session(plg_conn *c, void *arg)
+/* After a failed commit: what the broker did (grant subscriptions, admit
+ * the device) still stands, so the session is saved again and a device
+ * registered by the lost batch is registered again. Nothing queued was
+ * handed over. */
+static void after_failed_commit(plg_conn *c, void *arg)
 {
 	plg_ctx *ctx = arg;
+	twin_identity id;
 
-	/* The failed batch may have held session changes. */
-	if (twin_session_get(ctx->store, c->device_id, &c->session, NULL) != TWIN_OK)
-		c->session.res_qos = c->session.desired_qos = -1;
+	c->queued = 0;
+	if (twin_device_get(ctx->store, c->device_id, &id, NULL) == TWIN_E_NOT_FOUND)
+		twin_device_create(ctx->store, c->device_id, NULL, NULL, NULL);
+	plg_session_save(ctx, c);
+}
+
+/* A message left for the broker: record the desired version it hands over
+ * (§3.1 L), which is saved with the next batch. */
+static void handed(plg_ctx *ctx, plg_conn *c, const plg_msg *m)
+{
+	if (m->desired > c->session.notified_version) {
+		c->session.notified_version = m->desired;
+		plg_session_save(ctx, c);
+	}
+	if (c->queued <= m->desired)
+		c->queued = 0;
 }
 
 void plg_outbox_flush(plg_ctx *ctx)
@@ -201,22 +256,28 @@ void plg_outbox_flush(plg_ctx *ctx)
 
 	if (failed) {
 		mosquitto_log_printf(MOSQ_LOG_ERR,
-		                     PLG_LOG_PREFIX "commit failed, %zu replies turn "
-		                                    "into errors: %s",
+		                     PLG_LOG_PREFIX
+		                     "commit failed, %zu replies turn into errors: %s",
 		                     ctx->out.len, err.message);
-		plg_conns_each_live(&ctx->conns, reload_session, ctx);
+		plg_conns_each_live(&ctx->conns, after_failed_commit, ctx);
 	}
 	for (size_t i = 0; i < ctx->out.len; i++) {
 		plg_msg *m = &ctx->out.msgs[i];
-		int drop = failed && !m->control && m->rid == NULL; /* a notification */
+		plg_conn *c = m->control ? NULL : target(ctx, m);
 
 		if (failed && m->control)
 			fail_control(m, &err);
 		else if (failed && m->rid != NULL)
 			fail_reply(ctx, m, &err);
-		if (!drop && m->topic != NULL && deliverable(ctx, m))
+		else if (failed)
+			m->desired = 0; /* a notification of a write that did not happen */
+		if (m->topic != NULL && m->topic[0] && (m->control || c != NULL) &&
+		    !(failed && !m->control && !m->rid)) {
 			mosquitto_broker_publish_copy(m->client_id, m->topic, (int)m->len,
 			                              m->payload, m->qos, false, NULL);
+			if (c != NULL && !failed)
+				handed(ctx, c, m);
+		}
 		msg_free(m);
 	}
 	ctx->out.len = 0;

@@ -35,9 +35,11 @@ typedef struct plg_msg {
 	uint64_t generation; /* device connection it is for, dropped if no longer
 	                        live; 0 for back-end clients (no check) */
 	int qos;
-	int control; /* a control API response */
-	char *rid;   /* a reply's $rid (for an error reply if the commit fails); NULL
-	              for notifications, which are dropped instead */
+	int control;     /* a control API response */
+	int64_t desired; /* desired $version this message hands the device (a GET
+	                    result or a notification), 0 for none */
+	char *rid;       /* a reply's $rid (for an error reply if the commit fails); NULL
+	                  for notifications, which are dropped instead */
 	char *topic;
 	char *payload;
 	size_t len;
@@ -67,6 +69,9 @@ void plg_options_free(plg_options *o);
  * sent when c holds no res/# subscription (the request still ran). */
 void plg_reply(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len, int status,
                int64_t version, char *body, size_t len);
+/* The same for a GET result that hands the device desired version D. */
+void plg_reply_get(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len, int64_t desired,
+                   char *body, size_t len);
 /* Queue the §2.4 error reply for e. rid may be NULL (missing $rid). */
 void plg_reply_error(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len,
                      const twin_error *e);

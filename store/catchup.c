@@ -303,7 +303,10 @@ twin_err twin_desired_since(twin_store *s, const char *device_id, int64_t since,
 	*len = 0;
 	if (rc != TWIN_OK)
 		return rc;
-	rc = twin_desired_load(s, device_id, &data, &meta, version, err);
+	/* The common case, nothing missed, costs no parse. */
+	rc = twin_desired_version(s, device_id, version, err);
+	if (rc == TWIN_OK && *version > since)
+		rc = twin_desired_load(s, device_id, &data, &meta, version, err);
 	if (rc == TWIN_OK && *version > since)
 		rc = load_tombstones(s, device_id, &tombs, err);
 	db_read_end(s);

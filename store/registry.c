@@ -420,6 +420,51 @@ twin_err twin_device_set_activity(twin_store *s, const char *device_id, int64_t 
 	return store_identity(s, &id, err);
 }
 
+twin_err twin_registry_reset_connections(twin_store *s, size_t *count, twin_error *err)
+{
+	char(*ids)[TWIN_DEVICE_ID_MAX + 1] = NULL;
+	size_t n = 0, cap = 0;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	twin_err rc = db_write_begin(s, err);
+	int mrc;
+
+	if (rc != TWIN_OK)
+		return rc;
+	if (mdb_cursor_open(s->wtxn, s->dbi[DB_DEVICES], &cur) != 0)
+		return twin_error_set(err, TWIN_E_STORAGE, "Storage error: cursor.");
+	/* Collect first: writes go through db_put (and its write log), which a
+	 * live cursor would not survive. */
+	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && rc == TWIN_OK;
+	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		identity_record rec;
+
+		if (v.mv_size != sizeof(rec) || k.mv_size > TWIN_DEVICE_ID_MAX)
+			continue;
+		memcpy(&rec, v.mv_data, sizeof(rec));
+		if (!rec.id.connected)
+			continue;
+		if (n == cap) {
+			void *p = realloc(ids, (cap = cap ? cap * 2 : 64) * sizeof(*ids));
+
+			if (p == NULL)
+				rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
+			else
+				ids = p;
+		}
+		if (rc == TWIN_OK)
+			snprintf(ids[n++], sizeof(ids[0]), "%.*s", (int)k.mv_size,
+			         (char *)k.mv_data);
+	}
+	mdb_cursor_close(cur);
+	for (size_t i = 0; i < n && rc == TWIN_OK; i++)
+		rc = twin_device_set_connected(s, ids[i], 0, err);
+	free(ids);
+	if (count != NULL)
+		*count = n;
+	return rc;
+}
+
 static int add_string_or_null(cJSON *obj, const char *name, const char *value)
 {
 	return (value[0] ? cJSON_AddStringToObject(obj, name, value)

@@ -150,6 +150,19 @@ static twin_err load_section(twin_store *s, const char *device_id, char kind, se
 	return TWIN_OK;
 }
 
+twin_err twin_desired_version(twin_store *s, const char *device_id, int64_t *version,
+                              twin_error *err)
+{
+	const char *data, *meta;
+	size_t dlen, mlen;
+	MDB_val v;
+	twin_err rc = twin_record_get(s, device_id, TWIN_KIND_DESIRED, &v, err);
+
+	if (rc == TWIN_OK && !record_split(&v, version, &data, &dlen, &meta, &mlen))
+		rc = corrupt(err, device_id);
+	return rc;
+}
+
 twin_err twin_desired_load(twin_store *s, const char *device_id, cJSON **data, cJSON **meta,
                            int64_t *version, twin_error *err)
 {

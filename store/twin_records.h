@@ -35,6 +35,11 @@ twin_err twin_record_del(twin_store *s, const char *device_id, char kind, twin_e
 twin_err twin_desired_load(twin_store *s, const char *device_id, cJSON **data, cJSON **meta,
                            int64_t *version, twin_error *err);
 
+/* The desired $version of device_id, read from the record header without
+ * parsing the section. Needs db_read_begin or a batch. */
+twin_err twin_desired_version(twin_store *s, const char *device_id, int64_t *version,
+                              twin_error *err);
+
 /* obj printed compactly with "$version":v appended as its last member;
  * *out malloc'd. */
 twin_err twin_print_with_version(const cJSON *obj, int64_t v, char **out, size_t *len,

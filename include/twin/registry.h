@@ -87,6 +87,11 @@ twin_err twin_device_delete(twin_store *s, const char *device_id, const char *if
 twin_err twin_device_set_connected(twin_store *s, const char *device_id, int connected,
                                    twin_error *err);
 
+/* Mark every identity disconnected (at start-up: a broker that died or
+ * stopped left its devices marked connected). *count, if not NULL, is how
+ * many were marked connected. Joins the batch. */
+twin_err twin_registry_reset_connections(twin_store *s, size_t *count, twin_error *err);
+
 /* Record device activity at ticks (lastActivityTime); a system field like
  * the connection state. Callers rate-limit it (§4: at most once per 60 s). */
 twin_err twin_device_set_activity(twin_store *s, const char *device_id, int64_t ticks,

@@ -142,7 +142,6 @@ def is_ours(record):
     return OUR_FRAME.search(record) is not None
 
 
-@pytest.mark.skipif(SANITIZE, reason="ASan build: valgrind and ASan do not mix")
 def exercise_every_plugin_path(port):
     """Requests, errors, notifications, catch-up, takeover and disconnects, so
     the leak check covers what the plugin allocates per message and per
@@ -167,6 +166,7 @@ def exercise_every_plugin_path(port):
     be.close()
 
 
+@pytest.mark.skipif(SANITIZE, reason="ASan build: valgrind and ASan do not mix")
 def test_plugin_has_no_leaks_under_valgrind(start_broker, mqtt_client, tmp_path):
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind not installed (tools/install-deps installs it)")

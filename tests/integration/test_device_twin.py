@@ -135,6 +135,17 @@ def test_catchup_never_repeats_what_get_returned(broker):
     dev.nothing("$iothub/twin/PATCH/properties/desired/")
 
 
+def test_unanswered_get_does_not_count_as_seen(broker):
+    """A GET without a res/# subscription gets no reply, so it hands the
+    device nothing: the catch-up on subscribe must still come."""
+    dev = Device(broker.port, "c5", subscribe=False)
+    Backend(broker.port).update_desired("c5", {"a": 1})
+    dev.publish("$iothub/twin/GET/?$rid=1", "")
+    time.sleep(0.2)
+    dev.subscribe(DESIRED)
+    assert dev.notification() == (2, {"a": 1, "$version": 2})
+
+
 def test_catchup_can_be_switched_off(start_broker):
     broker = start_broker(options={"catchup": "false"})
     dev = Device(broker.port, "c4", subscribe=False)
@@ -196,6 +207,24 @@ def test_connection_state_correct_after_takeover(broker):
     assert be.twin("cs2")["connectionState"] == "Connected"
     assert new.get()["reported"]["$version"] == 1
     new.close()
+
+
+def test_devices_marked_disconnected_after_broker_shutdown(start_broker):
+    """Mosquitto 2.0 sends no DISCONNECT events at shutdown."""
+    broker = start_broker()
+    Device(broker.port, "cs4")
+    broker.stop()
+    broker.start()
+    assert Backend(broker.port).twin("cs4")["connectionState"] == "Disconnected"
+
+
+def test_devices_marked_disconnected_after_broker_crash(start_broker):
+    broker = start_broker()
+    Device(broker.port, "cs5")
+    time.sleep(0.2)  # let the connect commit
+    broker.kill()
+    broker.start()
+    assert Backend(broker.port).twin("cs5")["connectionState"] == "Disconnected"
 
 
 def test_system_fields_change_neither_version_nor_etag(broker):
@@ -281,6 +310,8 @@ def test_control_errors_are_reported_in_the_payload(broker):
     assert "deviceId" in r[1]["error"]["message"]
     assert r[2]["error"]["code"] == 404001
     assert r[3]["error"]["code"] == 412001
+    too_many = be.commands(*[{"command": "getTwin", "deviceId": "ce1"}] * 101)
+    assert too_many[0]["status"] == 400 and "at most 100" in too_many[0]["error"]["message"]
     be.publish("$CONTROL/twin/v1", "{not json")
     _, body, _, _ = be.next("$CONTROL/twin/v1/response")
     assert json.loads(body)["responses"][0]["status"] == 400
@@ -343,6 +374,14 @@ def test_failed_commit_answers_500_and_changes_nothing(start_broker, tmp_path):
     assert saw_500, "the file size limit was never reached"
     assert dev.get() == before  # the failed write left no trace
     assert dev.client.is_connected()
+    # A control request in a failed batch: every command reports the
+    # failure, still matched to its correlationData.
+    r = Backend(broker.port).commands(
+        {"command": "updateTwin", "deviceId": dev.client_id, "correlationData": "c9",
+         "twin": {"properties": {"desired": {f"d{j}": blob for j in range(7)}}}},
+    )
+    assert r[0]["status"] == 500 and r[0]["correlationData"] == "c9", r
+    assert r[0]["command"] == "updateTwin" and r[0]["error"]["code"] == 500001
 
 
 def _stream_patches(port, device_id, acked, stop):
