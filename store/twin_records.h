@@ -60,4 +60,39 @@ twin_err twin_records_delete(twin_store *s, const char *device_id, twin_error *e
 /* Non-zero if if_match (NULL, "", "*", or an etag, quoted or not) matches etag. */
 int twin_etag_matches(const char *if_match, const char *etag);
 
+/* A section loaded for reading or rewriting. meta is NULL for tags. */
+typedef struct rec_section {
+	int64_t version;
+	cJSON *data;
+	cJSON *meta;
+} rec_section;
+
+void rec_section_free(rec_section *sec);
+void rec_sections_free(rec_section *a, rec_section *b, rec_section *c);
+
+/* TWIN_E_STORAGE "corrupt twin record of …". */
+twin_err rec_corrupt(twin_error *err, const char *device_id);
+
+/* Split a raw section record into $version, data text and metadata text
+ * (pointers into v). 0 if the record is malformed. */
+int rec_split(const MDB_val *v, int64_t *version, const char **data, size_t *dlen,
+              const char **meta, size_t *mlen);
+
+/* Load / store a section, and the twin version. Loads need db_read_begin
+ * or a batch; stores need a batch and fail it on any error (store.h). */
+twin_err rec_load_section(twin_store *s, const char *device_id, char kind, rec_section *sec,
+                          twin_error *err);
+twin_err rec_store_section(twin_store *s, const char *device_id, char kind, const rec_section *sec,
+                           twin_error *err);
+twin_err rec_load_version(twin_store *s, const char *device_id, int64_t *version, twin_error *err);
+twin_err rec_store_version(twin_store *s, const char *device_id, int64_t version, twin_error *err);
+
+/* TWIN_E_PRECONDITION unless if_match matches the etag of version. */
+twin_err rec_check_etag(int64_t version, const char *if_match, twin_error *err);
+
+/* Growable-buffer appends for spliced JSON; 0 when out of memory. */
+int rec_append_str(char **buf, size_t *len, size_t *cap, const char *str);
+int rec_append_with_version(char **buf, size_t *len, size_t *cap, const char *obj, size_t olen,
+                            int64_t v);
+
 #endif
