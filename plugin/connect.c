@@ -65,22 +65,29 @@ static twin_err identity_for(plg_ctx *ctx, const char *id, twin_identity *out, t
 static void start_session(plg_ctx *ctx, plg_conn *c, int clean)
 {
 	twin_error err;
+	int64_t since;
 
 	if (twin_session_get(ctx->store, c->device_id, &c->session, &err) != TWIN_OK) {
 		log_store_error("cannot read the session of", c->device_id, &err);
-		c->session = (twin_session){-1, -1, 1};
+		c->session = (twin_session){-1, -1, 1, 1};
 	}
-	if (clean && (c->session.res_qos >= 0 || c->session.desired_qos >= 0)) {
-		/* A clean session starts without subscriptions. */
+	if (clean) /* a clean session starts without subscriptions */
 		c->session.res_qos = c->session.desired_qos = -1;
-		plg_session_save(ctx, c);
-	}
+	/* Notifications in flight when the last connection dropped may be lost
+	 * (QoS 0 is never redelivered; QoS 1 redelivery under $iothub/ is
+	 * refused so nothing can be forged), so a resumed session catches up
+	 * from what the device surely had when that connection started. */
+	since = c->session.connection_base < c->session.notified_version
+	                ? c->session.connection_base
+	                : c->session.notified_version;
+	c->session.connection_base = since;
+	plg_session_save(ctx, c);
 	c->activity = c->activity_saved = twin_store_now(ctx->store);
 	if (twin_device_set_connected(ctx->store, c->device_id, 1, &err) != TWIN_OK)
 		log_store_error("cannot record the connection of", c->device_id, &err);
 	/* A resumed session that holds the desired subscription (§3.1 b). */
 	if (!clean && c->session.desired_qos >= 0)
-		plg_catchup(ctx, c);
+		plg_catchup(ctx, c, since);
 }
 
 static int reauthenticate(plg_ctx *ctx, struct mosquitto *client)
@@ -181,7 +188,7 @@ static int subscribe(plg_ctx *ctx, plg_conn *c, const char *filter, int qos)
 			c->session.desired_qos = qos;
 			plg_session_save(ctx, c);
 		}
-		plg_catchup(ctx, c); /* §3.1 trigger a */
+		plg_catchup(ctx, c, plg_seen(c)); /* §3.1 trigger a */
 	}
 	return MOSQ_ERR_SUCCESS;
 }

@@ -19,7 +19,14 @@ void plg_desired_changed(plg_ctx *ctx, const char *device_id, twin_write_result 
 	res->notification_len = 0;
 }
 
-void plg_catchup(plg_ctx *ctx, plg_conn *c)
+int64_t plg_seen(const plg_conn *c)
+{
+	/* Queued but not yet handed counts as seen: one catch-up per change,
+	 * however many triggers fire before the next TICK. */
+	return c->queued > c->session.notified_version ? c->queued : c->session.notified_version;
+}
+
+void plg_catchup(plg_ctx *ctx, plg_conn *c, int64_t since)
 {
 	int64_t version;
 	twin_error err;
@@ -28,13 +35,8 @@ void plg_catchup(plg_ctx *ctx, plg_conn *c)
 
 	if (!ctx->opts.catchup)
 		return;
-	/* What is queued but not yet handed over counts as seen: one catch-up
-	 * per change, however many triggers fire before the next TICK. */
-	if (twin_desired_since(ctx->store, c->device_id,
-	                       c->queued > c->session.notified_version
-	                               ? c->queued
-	                               : c->session.notified_version,
-	                       &body, &len, &version, &err) != TWIN_OK) {
+	if (twin_desired_since(ctx->store, c->device_id, since, &body, &len, &version, &err) !=
+	    TWIN_OK) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "catch-up for %s failed: %s",
 		                     c->device_id, err.message);
 		return;

@@ -241,10 +241,20 @@ static void after_failed_commit(plg_conn *c, void *arg)
  * (§3.1 L), which is saved with the next batch. */
 static void handed(plg_ctx *ctx, plg_conn *c, const plg_msg *m)
 {
+	int changed = 0;
+
 	if (m->desired > c->session.notified_version) {
 		c->session.notified_version = m->desired;
-		plg_session_save(ctx, c);
+		changed = 1;
 	}
+	/* A GET result is the whole twin, asked for by a device that waits for
+	 * it: from here on the device holds at least that version. */
+	if (m->rid != NULL && m->desired > c->session.connection_base) {
+		c->session.connection_base = m->desired;
+		changed = 1;
+	}
+	if (changed)
+		plg_session_save(ctx, c);
 	if (c->queued <= m->desired)
 		c->queued = 0;
 }

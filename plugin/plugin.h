@@ -107,7 +107,10 @@ void plg_control_unregister(plg_ctx *ctx);
 /* After a desired write of device_id with result res: notify its live
  * connection if it is subscribed. Joins the batch (L is saved with it). */
 void plg_desired_changed(plg_ctx *ctx, const char *device_id, twin_write_result *res);
-/* Send c the §3.1 catch-up notification if it missed desired versions. */
-void plg_catchup(plg_ctx *ctx, plg_conn *c);
+/* Send c the §3.1 catch-up notification if the current desired version is
+ * newer than since. */
+void plg_catchup(plg_ctx *ctx, plg_conn *c, int64_t since);
+/* What a live connection has been handed or has queued (subscribe trigger). */
+int64_t plg_seen(const plg_conn *c);
 
 #endif

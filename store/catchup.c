@@ -36,11 +36,12 @@ typedef struct session_record {
 	int32_t res_qos;
 	int32_t desired_qos;
 	int64_t notified_version;
+	int64_t connection_base;
 } session_record;
 
 twin_err twin_session_get(twin_store *s, const char *device_id, twin_session *out, twin_error *err)
 {
-	session_record rec = {-1, -1, 1};
+	session_record rec = {-1, -1, 1, 1};
 	MDB_val v;
 	twin_err rc = db_read_begin(s, err);
 
@@ -60,13 +61,15 @@ twin_err twin_session_get(twin_store *s, const char *device_id, twin_session *ou
 	out->res_qos = rec.res_qos;
 	out->desired_qos = rec.desired_qos;
 	out->notified_version = rec.notified_version;
+	out->connection_base = rec.connection_base;
 	return rc;
 }
 
 twin_err twin_session_put(twin_store *s, const char *device_id, const twin_session *in,
                           twin_error *err)
 {
-	session_record rec = {in->res_qos, in->desired_qos, in->notified_version};
+	session_record rec = {in->res_qos, in->desired_qos, in->notified_version,
+	                      in->connection_base};
 	twin_err rc = db_write_begin(s, err);
 
 	if (rc == TWIN_OK)

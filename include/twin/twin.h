@@ -77,6 +77,11 @@ typedef struct twin_session {
 	int desired_qos;          /* granted QoS of the desired filter, -1 when none */
 	int64_t notified_version; /* L of §3.1: last desired $version handed to the
 	                             device by a notification or a GET (1 initially) */
+	int64_t connection_base;  /* the desired version the device surely holds:
+	                             set when a connection starts, raised by a
+	                             GET result. Notifications may be lost in
+	                             flight when a connection drops, so a resumed
+	                             session catches up from here (1 initially) */
 } twin_session;
 
 /* Read the session state of device_id. A twin without one gets the initial

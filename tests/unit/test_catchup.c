@@ -114,12 +114,13 @@ static void test_session_initial_state(void **state)
 	assert_int_equal(ss.res_qos, -1);
 	assert_int_equal(ss.desired_qos, -1);
 	assert_int_equal(ss.notified_version, 1);
+	assert_int_equal(ss.connection_base, 1);
 	assert_int_equal(twin_session_get(db.s, "nobody", &ss, NULL), TWIN_E_NOT_FOUND);
 }
 
 static void test_session_state_persists(void **state)
 {
-	twin_session in = {1, 0, 7}, out;
+	twin_session in = {1, 0, 7, 5}, out;
 
 	(void)state;
 	assert_int_equal(twin_session_put(db.s, "d1", &in, NULL), TWIN_OK);
@@ -129,6 +130,7 @@ static void test_session_state_persists(void **state)
 	assert_int_equal(out.res_qos, 1);
 	assert_int_equal(out.desired_qos, 0);
 	assert_int_equal(out.notified_version, 7);
+	assert_int_equal(out.connection_base, 5);
 }
 
 static void test_catchup_none_when_device_is_current(void **state)
@@ -295,7 +297,7 @@ static void test_tombstones_bounded_fall_back_to_whole_document(void **state)
 
 static void test_delete_device_deletes_session_and_tombstones(void **state)
 {
-	twin_session in = {1, 1, 3}, out;
+	twin_session in = {1, 1, 3, 3}, out;
 	int64_t v;
 	char *body;
 
