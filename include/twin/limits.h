@@ -21,6 +21,23 @@
 #define TWIN_THUMBPRINT_MAX    64  /* SHA-256 in hex; SHA-1 is 40 */
 #define TWIN_MODEL_ID_MAX      512 /* DTMI length cap (project decision) */
 
+/* Username fields (§1.1). Module ids follow the deviceId rule (§7). */
+#define TWIN_HOST_MAX        255 /* a DNS name */
+#define TWIN_API_VERSION_MAX 32
+#define TWIN_CLIENT_TYPE_MAX 512 /* DeviceClientType, URL-decoded */
+
+/* SAS token fields (§1.2), in bytes as received unless noted. */
+#define TWIN_SAS_TOKEN_MAX 4096 /* the whole password */
+#define TWIN_SAS_SR_MAX    2048 /* host + two ids, every byte %-encoded */
+#define TWIN_SAS_SE_MAX    20   /* digits; the value must also fit int64_t */
+#define TWIN_SAS_SKN_MAX   256  /* URL-decoded policy name */
+#define TWIN_SAS_SIG_BYTES 32   /* HMAC-SHA256 */
+
+/* {hostname}/devices/{deviceId}/modules/{moduleId} and its NUL. */
+#define TWIN_SAS_TARGET_MAX                                                                        \
+	(TWIN_HOST_MAX + sizeof("/devices/") - 1 + TWIN_DEVICE_ID_MAX + sizeof("/modules/") - 1 +  \
+	 TWIN_DEVICE_ID_MAX + 1)
+
 /* Timestamps are rendered with 7 fractional digits (PROTOCOL.md conventions). */
 #define TWIN_TIMESTAMP_MAX 32
 
