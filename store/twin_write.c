@@ -252,30 +252,21 @@ out:
 	return rc;
 }
 
-/* The new desired of a replace: a copy without the service-view members a
- * client may echo back from getTwin, and without null members. */
-static twin_err replace_desired(twin_store *s, const cJSON *in, cJSON **out, twin_error *err)
+/* The new content of a replaced section: a validated copy of in (or {}),
+ * null members dropped. For desired, the service-view members a client may
+ * echo back from getTwin ("$metadata", "$version" at the root) are ignored. */
+static twin_err replacement(twin_store *s, const cJSON *in, int is_desired, cJSON **out,
+                            twin_error *err)
 {
 	twin_err rc;
 
 	*out = in ? cJSON_Duplicate(in, 1) : cJSON_CreateObject();
 	if (*out == NULL)
 		return twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
-	cJSON_DeleteItemFromObjectCaseSensitive(*out, "$metadata");
-	cJSON_DeleteItemFromObjectCaseSensitive(*out, "$version");
-	rc = twin_doc_validate(*out, 1, &s->limits, err);
-	if (rc == TWIN_OK)
-		twin_doc_drop_nulls(*out);
-	return rc;
-}
-
-static twin_err replace_tags(twin_store *s, const cJSON *in, cJSON **out, twin_error *err)
-{
-	twin_err rc;
-
-	*out = in ? cJSON_Duplicate(in, 1) : cJSON_CreateObject();
-	if (*out == NULL)
-		return twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
+	if (is_desired) {
+		cJSON_DeleteItemFromObjectCaseSensitive(*out, "$metadata");
+		cJSON_DeleteItemFromObjectCaseSensitive(*out, "$version");
+	}
 	rc = twin_doc_validate(*out, 1, &s->limits, err);
 	if (rc == TWIN_OK)
 		twin_doc_drop_nulls(*out);
@@ -296,9 +287,9 @@ twin_err twin_replace(twin_store *s, const char *device_id, const cJSON *body, c
 	if (res == NULL)
 		res = &local;
 	if (rc == TWIN_OK)
-		rc = replace_tags(s, tags_in, &new_tags, err);
+		rc = replacement(s, tags_in, 0, &new_tags, err);
 	if (rc == TWIN_OK)
-		rc = replace_desired(s, desired_in, &new_desired, err);
+		rc = replacement(s, desired_in, 1, &new_desired, err);
 	if (rc == TWIN_OK)
 		rc = twin_doc_check_size(new_tags, TWIN_SECTION_TAGS, &s->limits, err);
 	if (rc == TWIN_OK)

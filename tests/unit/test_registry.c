@@ -102,21 +102,6 @@ static char *identity_text(const char *id)
 	return text;
 }
 
-/* The service-view twin of device id, malloc'd. */
-static char *twin_text(const char *id)
-{
-	twin_error err = {0};
-	cJSON *twin = NULL;
-	char *text;
-
-	if (twin_get(db.s, id, &twin, &err) != TWIN_OK)
-		fail_msg("twin_get %s: %s", id, err.message);
-	text = cJSON_PrintUnformatted(twin);
-	assert_non_null(text);
-	cJSON_Delete(twin);
-	return text;
-}
-
 /* Every field of two identities is equal (struct padding is not compared). */
 static void assert_identity_equal(const twin_identity *a, const twin_identity *b)
 {
@@ -510,7 +495,7 @@ static void test_create_existing_device_fails_409(void **state)
 	assert_err(create("dev1", NULL, &again, &err), TWIN_E_EXISTS, &err, 409, 409001);
 	commit();
 	before = identity_text("dev1");
-	twin_before = twin_text("dev1");
+	twin_before = test_twin_text(db.s, "dev1");
 	/* …and after it was committed. */
 	memset(&err, 0, sizeof(err));
 	assert_err(create("dev1",
@@ -523,7 +508,7 @@ static void test_create_existing_device_fails_409(void **state)
 	get_ok("dev1", &stored);
 	assert_identity_equal(&stored, &original);
 	after = identity_text("dev1");
-	twin_after = twin_text("dev1");
+	twin_after = test_twin_text(db.s, "dev1");
 	assert_string_equal(after, before);
 	assert_string_equal(twin_after, twin_before);
 	free(before);
@@ -1057,7 +1042,7 @@ static void test_rejected_identity_write_changes_nothing(void **state)
 	create_ok("dev1", "{\"statusReason\":\"orig\"}", &created);
 	commit();
 	id_before = identity_text("dev1");
-	twin_before = twin_text("dev1");
+	twin_before = test_twin_text(db.s, "dev1");
 	test_now += 10000000;
 	for (size_t i = 0; i < sizeof(rejected) / sizeof(rejected[0]); i++) {
 		memset(&err, 0, sizeof(err));
@@ -1072,7 +1057,7 @@ static void test_rejected_identity_write_changes_nothing(void **state)
 	get_ok("dev1", &stored);
 	assert_identity_equal(&stored, &created);
 	id_after = identity_text("dev1");
-	twin_after = twin_text("dev1");
+	twin_after = test_twin_text(db.s, "dev1");
 	assert_string_equal(id_after, id_before);
 	assert_string_equal(twin_after, twin_before);
 	free(id_before);

@@ -54,24 +54,9 @@ static void commit_ok(void)
 	assert_false(twin_store_batch_open(db.s));
 }
 
-/* The service-view twin of id, malloc'd. */
-static char *twin_text(const char *id)
-{
-	twin_error err = {0};
-	cJSON *twin = NULL;
-	char *text;
-
-	if (twin_get(db.s, id, &twin, &err) != TWIN_OK)
-		fail_msg("twin_get %s: %s", id, err.message);
-	text = cJSON_PrintUnformatted(twin);
-	assert_non_null(text);
-	cJSON_Delete(twin);
-	return text;
-}
-
 static void assert_twin_text(const char *id, const char *want)
 {
-	char *got = twin_text(id);
+	char *got = test_twin_text(db.s, id);
 
 	assert_string_equal(got, want);
 	free(got);
@@ -297,7 +282,7 @@ static void test_abort_leaves_no_trace(void **state)
 	create_ok("dev0");
 	patch_ok("dev0", "{\"kept\":true}");
 	commit_ok();
-	before = twin_text("dev0");
+	before = test_twin_text(db.s, "dev0");
 	test_now += 10000000;
 	create_ok("dev1");
 	patch_ok("dev1", "{\"lost\":1}");
@@ -340,7 +325,7 @@ static void test_commit_survives_reopen(void **state)
 	cJSON_Delete(j);
 	assert_int_equal(twin_device_set_connected(db.s, "dev1", 1, &err), TWIN_OK);
 	commit_ok();
-	twin_before = twin_text("dev1");
+	twin_before = test_twin_text(db.s, "dev1");
 	assert_int_equal(twin_get_device_body(db.s, "dev1", &body_before, &len, NULL, &err),
 	                 TWIN_OK);
 	assert_int_equal(twin_device_get(db.s, "dev1", &id_before, &err), TWIN_OK);
@@ -348,7 +333,7 @@ static void test_commit_survives_reopen(void **state)
 
 	test_now += 44444444; /* nothing may depend on the clock at reopen */
 	test_db_reopen(&db);
-	twin_after = twin_text("dev1");
+	twin_after = test_twin_text(db.s, "dev1");
 	printf("after reopen:  %s\n", twin_after);
 	assert_string_equal(twin_after, twin_before);
 	assert_int_equal(twin_get_device_body(db.s, "dev1", &body_after, &len, NULL, &err),
@@ -388,7 +373,7 @@ static void test_uncommitted_batch_lost_on_close(void **state)
 	test_db_open(&db, "store_lost", 0);
 	create_ok("dev0");
 	commit_ok();
-	before = twin_text("dev0");
+	before = test_twin_text(db.s, "dev0");
 	create_ok("dev1");
 	patch_ok("dev0", "{\"x\":1}");
 	assert_true(twin_store_batch_open(db.s));
@@ -442,7 +427,7 @@ static void test_map_full_grows_and_reapplies(void **state)
 	patch_ok("before", "{\"keep\":\"me\"}");
 	commit_ok();
 	assert_int_equal(twin_store_map_size(db.s), initial);
-	before = twin_text("before");
+	before = test_twin_text(db.s, "before");
 
 	/* ~6 MB in one batch: the map must double several times under it. */
 	size = initial;
@@ -638,7 +623,7 @@ static void test_failed_batch_fails_commit(void **state)
 	assert_int_equal(twin_update(db.s, "dev1", j, NULL, NULL, &err), TWIN_OK);
 	cJSON_Delete(j);
 	commit_ok();
-	before = twin_text("dev1");
+	before = test_twin_text(db.s, "dev1");
 	cJSON_InitHooks(&hooks);
 	for (long budget = 0; rc != TWIN_OK; budget++) {
 		snprintf(pending, sizeof(pending), "pending%ld", budget);
@@ -713,7 +698,7 @@ static void test_read_out_of_memory_is_not_corruption(void **state)
 	assert_int_equal(twin_update(db.s, "dev1", j, NULL, NULL, &err), TWIN_OK);
 	cJSON_Delete(j);
 	commit_ok();
-	want = scratch = twin_text("dev1");
+	want = scratch = test_twin_text(db.s, "dev1");
 	cJSON_InitHooks(&hooks);
 	for (budget = 0; rc != TWIN_OK; budget++) {
 		memset(&err, 0, sizeof(err));
@@ -749,7 +734,7 @@ static void test_failed_commit_drops_the_batch(void **state)
 	create_ok("keep");
 	patch_ok("keep", "{\"k\":1}");
 	commit_ok();
-	before = twin_text("keep");
+	before = test_twin_text(db.s, "keep");
 	for (int i = 0; i < 20; i++) {
 		snprintf(id, sizeof(id), "big%02d", i);
 		big_patch(i, &patch, &body);

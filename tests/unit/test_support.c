@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "twin/twin.h"
+
 int64_t test_now = TEST_T0;
 
 int64_t test_clock(void *ctx)
@@ -98,4 +100,18 @@ void test_assert_json(const cJSON *got, const char *want)
 	assert_non_null(text);
 	assert_string_equal(text, want);
 	free(text);
+}
+
+char *test_twin_text(twin_store *s, const char *id)
+{
+	twin_error err = {0};
+	cJSON *twin = NULL;
+	char *text;
+
+	if (twin_get(s, id, &twin, &err) != TWIN_OK)
+		fail_msg("twin_get %s: %s", id, err.message);
+	text = cJSON_PrintUnformatted(twin);
+	assert_non_null(text);
+	cJSON_Delete(twin);
+	return text;
 }

@@ -44,4 +44,8 @@ cJSON *test_json(const char *text);
 /* Assert that a cJSON tree prints exactly as want (compact form). */
 void test_assert_json(const cJSON *got, const char *want);
 
+/* The service view of device id in s, printed compactly (malloc'd); fails
+ * the test if there is no such twin. */
+char *test_twin_text(twin_store *s, const char *id);
+
 #endif
