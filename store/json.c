@@ -33,15 +33,7 @@
 /* Duplicate-key messages quote at most this many bytes of the key. */
 #define JSON_KEY_QUOTE_MAX 64
 
-struct parser {
-	const unsigned char *text;
-	size_t len;
-	size_t pos;
-	int64_t int_min;
-	int64_t int_max;
-	int depth;
-	twin_error *err;
-};
+#include "json_parser.h"
 
 /* One member of a large object, for the sort-based duplicate check. */
 struct member_ref {
@@ -58,59 +50,7 @@ struct member_index {
 
 static twin_err parse_value(struct parser *ps, cJSON **out);
 
-/* Length of the well-formed UTF-8 sequence at s[0..avail), avail >= 1, or 0
- * when there is none. Follows Unicode Table 3-7: restricting the second byte
- * after E0, ED, F0 and F4 is what excludes overlongs, UTF-16 surrogates and
- * code points above U+10FFFF without decoding. */
-static size_t utf8_seq_len(const unsigned char *s, size_t avail)
-{
-	unsigned char c = s[0];
-	unsigned char lo = 0x80, hi = 0xBF;
-	size_t n, i;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF)
-		n = 2;
-	else if (c >= 0xE0 && c <= 0xEF)
-		n = 3;
-	else if (c >= 0xF0 && c <= 0xF4)
-		n = 4;
-	else
-		return 0; /* continuation byte, overlong lead C0/C1, or F5..FF */
-	if (c == 0xE0)
-		lo = 0xA0;
-	else if (c == 0xED)
-		hi = 0x9F;
-	else if (c == 0xF0)
-		lo = 0x90;
-	else if (c == 0xF4)
-		hi = 0x8F;
-	if (avail < n || s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-	}
-	return n;
-}
-
-int twin_utf8_valid(const char *s, size_t len)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	size_t i = 0, n;
-
-	while (i < len) {
-		n = utf8_seq_len(u + i, len - i);
-		if (n == 0)
-			return 0;
-		i += n;
-	}
-	return 1;
-}
-
-__attribute__((format(printf, 3, 4))) static twin_err fail(struct parser *ps, size_t at,
-                                                           const char *fmt, ...)
+twin_err json_fail(struct parser *ps, size_t at, const char *fmt, ...)
 {
 	char what[TWIN_ERROR_MESSAGE_MAX];
 	va_list ap;
@@ -121,7 +61,7 @@ __attribute__((format(printf, 3, 4))) static twin_err fail(struct parser *ps, si
 	return twin_error_set(ps->err, TWIN_E_INVALID, "Invalid JSON at byte %zu: %s.", at, what);
 }
 
-static twin_err fail_nomem(struct parser *ps)
+twin_err json_fail_nomem(struct parser *ps)
 {
 	return twin_error_set(ps->err, TWIN_E_NOMEM, "Out of memory while parsing JSON.");
 }
@@ -138,10 +78,10 @@ static twin_err fail_expected(struct parser *ps, const char *what)
 	int c = peek(ps);
 
 	if (c < 0)
-		return fail(ps, ps->pos, "unexpected end of input, expected %s", what);
+		return json_fail(ps, ps->pos, "unexpected end of input, expected %s", what);
 	if (c > 0x20 && c < 0x7F)
-		return fail(ps, ps->pos, "expected %s, found '%c'", what, c);
-	return fail(ps, ps->pos, "expected %s, found byte 0x%02X", what, (unsigned)c);
+		return json_fail(ps, ps->pos, "expected %s, found '%c'", what, c);
+	return json_fail(ps, ps->pos, "expected %s, found byte 0x%02X", what, (unsigned)c);
 }
 
 static twin_err fail_duplicate(struct parser *ps, size_t at, const char *key)
@@ -155,7 +95,7 @@ static twin_err fail_duplicate(struct parser *ps, size_t at, const char *key)
 		while (n > 0 && ((unsigned char)key[n] & 0xC0) == 0x80)
 			n--;
 	}
-	return fail(ps, at, "duplicate key '%.*s%s'", (int)n, key, cut ? "..." : "");
+	return json_fail(ps, at, "duplicate key '%.*s%s'", (int)n, key, cut ? "..." : "");
 }
 
 static void skip_ws(struct parser *ps)
@@ -169,179 +109,6 @@ static void skip_ws(struct parser *ps)
 	}
 }
 
-static bool hex4(const unsigned char *s, unsigned *out)
-{
-	unsigned v = 0;
-	int k;
-
-	for (k = 0; k < 4; k++) {
-		unsigned char c = s[k];
-
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (unsigned)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (unsigned)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (unsigned)(c - 'A' + 10);
-		else
-			return false;
-	}
-	*out = v;
-	return true;
-}
-
-static size_t put_utf8(char *out, unsigned cp)
-{
-	if (cp < 0x80) {
-		out[0] = (char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		out[0] = (char)(0xC0 | (cp >> 6));
-		out[1] = (char)(0x80 | (cp & 0x3F));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		out[0] = (char)(0xE0 | (cp >> 12));
-		out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-		out[2] = (char)(0x80 | (cp & 0x3F));
-		return 3;
-	}
-	out[0] = (char)(0xF0 | (cp >> 18));
-	out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-	out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-	out[3] = (char)(0x80 | (cp & 0x3F));
-	return 4;
-}
-
-/* Decode the \uXXXX escape at text[at] (a surrogate pair takes two escapes)
- * into *cp, setting *used to the bytes consumed. end is the closing quote. */
-static twin_err decode_u_escape(struct parser *ps, size_t at, size_t end, unsigned *cp,
-                                size_t *used)
-{
-	const unsigned char *s = ps->text;
-	unsigned lo;
-
-	if (end - at < 6 || !hex4(s + at + 2, cp))
-		return fail(ps, at, "invalid \\u escape");
-	/* cJSON strings are NUL-terminated, so a NUL would silently cut the
-	 * string (or key) short; it is rejected rather than stored wrongly. */
-	if (*cp == 0)
-		return fail(ps, at, "\\u0000 is not allowed");
-	if (*cp >= 0xDC00 && *cp <= 0xDFFF)
-		return fail(ps, at, "lone low surrogate");
-	*used = 6;
-	if (*cp < 0xD800 || *cp > 0xDBFF)
-		return TWIN_OK;
-	if (end - at < 12 || s[at + 6] != '\\' || s[at + 7] != 'u' || !hex4(s + at + 8, &lo) ||
-	    lo < 0xDC00 || lo > 0xDFFF)
-		return fail(ps, at, "lone high surrogate");
-	*cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
-	*used = 12;
-	return TWIN_OK;
-}
-
-/* Decode the escape at text[*i] into out + *o, advancing both. */
-static twin_err decode_escape(struct parser *ps, size_t *i, size_t end, char *out, size_t *o)
-{
-	unsigned cp = 0;
-	size_t used = 2;
-	twin_err rc;
-
-	if (end - *i < 2)
-		return fail(ps, *i, "invalid escape");
-	switch (ps->text[*i + 1]) {
-	case '"':
-	case '\\':
-	case '/':
-		cp = ps->text[*i + 1];
-		break;
-	case 'b':
-		cp = '\b';
-		break;
-	case 'f':
-		cp = '\f';
-		break;
-	case 'n':
-		cp = '\n';
-		break;
-	case 'r':
-		cp = '\r';
-		break;
-	case 't':
-		cp = '\t';
-		break;
-	case 'u':
-		rc = decode_u_escape(ps, *i, end, &cp, &used);
-		if (rc != TWIN_OK)
-			return rc;
-		break;
-	default:
-		return fail(ps, *i, "invalid escape");
-	}
-	*o += put_utf8(out + *o, cp);
-	*i += used;
-	return TWIN_OK;
-}
-
-/* Offset of the quote that closes a string whose contents start at i, or len.
- * Knowing it first bounds the decoded size (escapes only ever shrink), so the
- * string is allocated once at the right size. */
-static size_t closing_quote(const struct parser *ps, size_t i)
-{
-	while (i < ps->len) {
-		if (ps->text[i] == '"')
-			return i;
-		i += ps->text[i] == '\\' ? 2 : 1;
-	}
-	return ps->len;
-}
-
-/* Parse the string at text[pos] (a '"') into *out, allocated with
- * cJSON_malloc and owned by the caller. */
-static twin_err parse_string(struct parser *ps, char **out)
-{
-	const unsigned char *s = ps->text;
-	size_t open = ps->pos, end, i, o = 0, n;
-	char *buf;
-	twin_err rc;
-
-	*out = NULL;
-	end = closing_quote(ps, open + 1);
-	if (end == ps->len)
-		return fail(ps, open, "unterminated string");
-	buf = cJSON_malloc(end - open);
-	if (buf == NULL)
-		return fail_nomem(ps);
-	for (i = open + 1; i < end;) {
-		if (s[i] == '\\') {
-			rc = decode_escape(ps, &i, end, buf, &o);
-			if (rc != TWIN_OK)
-				goto err;
-		} else if (s[i] < 0x20) {
-			rc = fail(ps, i, "control character in string");
-			goto err;
-		} else {
-			n = utf8_seq_len(s + i, end - i);
-			if (n == 0) {
-				rc = fail(ps, i, "invalid UTF-8");
-				goto err;
-			}
-			memcpy(buf + o, s + i, n);
-			o += n;
-			i += n;
-		}
-	}
-	buf[o] = '\0';
-	ps->pos = end + 1;
-	*out = buf;
-	return TWIN_OK;
-err:
-	cJSON_free(buf);
-	return rc;
-}
-
 /* A string item that takes ownership of s, as cJSON's own parser builds them,
  * saving a copy of every string. */
 static twin_err string_item(struct parser *ps, char *s, cJSON **out)
@@ -349,7 +116,7 @@ static twin_err string_item(struct parser *ps, char *s, cJSON **out)
 	*out = cJSON_CreateNull();
 	if (*out == NULL) {
 		cJSON_free(s);
-		return fail_nomem(ps);
+		return json_fail_nomem(ps);
 	}
 	(*out)->type = cJSON_String;
 	(*out)->valuestring = s;
@@ -383,7 +150,7 @@ static twin_err scan_number(struct parser *ps, bool *is_int)
 	if (peek(ps) == '0') {
 		ps->pos++;
 		if (digit_at(ps))
-			return fail(ps, start, "leading zero in number");
+			return json_fail(ps, start, "leading zero in number");
 	} else {
 		skip_digits(ps);
 	}
@@ -432,8 +199,8 @@ static twin_err integer_value(struct parser *ps, size_t start, int64_t *v)
 	if (*v >= ps->int_min && *v <= ps->int_max)
 		return TWIN_OK;
 range:
-	return fail(ps, start, "integer out of range %" PRId64 "..%" PRId64, ps->int_min,
-	            ps->int_max);
+	return json_fail(ps, start, "integer out of range %" PRId64 "..%" PRId64, ps->int_min,
+	                 ps->int_max);
 }
 
 /* The literal text[start..pos) as a double, which must be finite. */
@@ -446,7 +213,7 @@ static twin_err float_value(struct parser *ps, size_t start, double *d)
 	if (n >= sizeof(local)) {
 		copy = cJSON_malloc(n + 1);
 		if (copy == NULL)
-			return fail_nomem(ps);
+			return json_fail_nomem(ps);
 	}
 	memcpy(copy, ps->text + start, n);
 	copy[n] = '\0';
@@ -458,7 +225,7 @@ static twin_err float_value(struct parser *ps, size_t start, double *d)
 	if (copy != local)
 		cJSON_free(copy);
 	if (!isfinite(*d))
-		return fail(ps, start, "number is not finite");
+		return json_fail(ps, start, "number is not finite");
 	return TWIN_OK;
 }
 
@@ -479,7 +246,7 @@ static twin_err parse_number(struct parser *ps, cJSON **out)
 	if (is_int)
 		d = (double)v;
 	*out = cJSON_CreateNumber(d);
-	return *out != NULL ? TWIN_OK : fail_nomem(ps);
+	return *out != NULL ? TWIN_OK : json_fail_nomem(ps);
 }
 
 static twin_err parse_literal(struct parser *ps, const char *word, cJSON *(*make)(void),
@@ -488,10 +255,10 @@ static twin_err parse_literal(struct parser *ps, const char *word, cJSON *(*make
 	size_t n = strlen(word);
 
 	if (ps->len - ps->pos < n || memcmp(ps->text + ps->pos, word, n) != 0)
-		return fail(ps, ps->pos, "invalid literal, expected '%s'", word);
+		return json_fail(ps, ps->pos, "invalid literal, expected '%s'", word);
 	*out = make();
 	if (*out == NULL)
-		return fail_nomem(ps);
+		return json_fail_nomem(ps);
 	ps->pos += n;
 	return TWIN_OK;
 }
@@ -502,7 +269,7 @@ static twin_err parse_array(struct parser *ps, cJSON **out)
 	twin_err rc;
 
 	if (arr == NULL)
-		return fail_nomem(ps);
+		return json_fail_nomem(ps);
 	ps->pos++;
 	skip_ws(ps);
 	if (peek(ps) == ']') {
@@ -550,7 +317,7 @@ static twin_err index_push(struct parser *ps, struct member_index *idx, const ch
 		struct member_ref *v = cJSON_malloc(cap * sizeof(*v));
 
 		if (v == NULL)
-			return fail_nomem(ps);
+			return json_fail_nomem(ps);
 		if (idx->n > 0)
 			memcpy(v, idx->v, idx->n * sizeof(*v));
 		cJSON_free(idx->v);
@@ -613,7 +380,7 @@ static twin_err parse_member(struct parser *ps, cJSON *obj, size_t index, struct
 
 	if (peek(ps) != '"')
 		return fail_expected(ps, "a string key");
-	rc = parse_string(ps, &key);
+	rc = json_parse_string(ps, &key);
 	if (rc != TWIN_OK)
 		return rc;
 	if (index < JSON_SMALL_OBJECT && cJSON_GetObjectItemCaseSensitive(obj, key) != NULL) {
@@ -649,7 +416,7 @@ static twin_err parse_object(struct parser *ps, cJSON **out)
 	twin_err rc;
 
 	if (obj == NULL)
-		return fail_nomem(ps);
+		return json_fail_nomem(ps);
 	ps->pos++;
 	skip_ws(ps);
 	if (peek(ps) == '}') {
@@ -689,7 +456,8 @@ static twin_err parse_nested(struct parser *ps, cJSON **out)
 	twin_err rc;
 
 	if (ps->depth == TWIN_JSON_MAX_NESTING)
-		return fail(ps, ps->pos, "nesting deeper than %d levels", TWIN_JSON_MAX_NESTING);
+		return json_fail(ps, ps->pos, "nesting deeper than %d levels",
+		                 TWIN_JSON_MAX_NESTING);
 	ps->depth++;
 	rc = peek(ps) == '{' ? parse_object(ps, out) : parse_array(ps, out);
 	ps->depth--;
@@ -708,7 +476,7 @@ static twin_err parse_value(struct parser *ps, cJSON **out)
 	case '[':
 		return parse_nested(ps, out);
 	case '"':
-		rc = parse_string(ps, &s);
+		rc = json_parse_string(ps, &s);
 		return rc != TWIN_OK ? rc : string_item(ps, s, out);
 	case 't':
 		return parse_literal(ps, "true", cJSON_CreateTrue, out);
@@ -743,7 +511,7 @@ twin_err twin_json_parse(const char *text, size_t len, int64_t int_min, int64_t 
 	skip_ws(&ps);
 	if (ps.pos < ps.len) {
 		cJSON_Delete(root);
-		return fail(&ps, ps.pos, "trailing data");
+		return json_fail(&ps, ps.pos, "trailing data");
 	}
 	*out = root;
 	return TWIN_OK;
