@@ -892,6 +892,54 @@ static void test_delete_device_if_match(void **state)
 	assert_int_equal(twin_device_get(db.s, "dev2", &out, &err), TWIN_E_NOT_FOUND);
 }
 
+static void test_activity_is_a_system_field_that_only_moves_forward(void **state)
+{
+	twin_identity out;
+	twin_error err = {0};
+	char *before, *after;
+
+	(void)state;
+	create_ok("dev1", NULL, NULL);
+	commit();
+	before = test_twin_text(db.s, "dev1");
+	assert_int_equal(twin_device_set_activity(db.s, "dev1", TEST_T0 + 100, &err), TWIN_OK);
+	assert_int_equal(twin_device_set_activity(db.s, "dev1", TEST_T0 + 50, &err), TWIN_OK);
+	commit();
+	get_ok("dev1", &out);
+	assert_int_equal(out.last_activity, TEST_T0 + 100); /* never backwards */
+	assert_etag(&out, "MQ==");                          /* deviceEtag unchanged */
+	after = test_twin_text(db.s, "dev1");
+	assert_non_null(strstr(after, "\"etag\":\"AAAAAAAAAAE=\",")); /* twin etag too */
+	assert_string_not_equal(before, after); /* only lastActivityTime moved */
+	free(before);
+	free(after);
+	assert_int_equal(twin_device_set_activity(db.s, "nobody", TEST_T0, &err), TWIN_E_NOT_FOUND);
+}
+
+static void test_reset_connections_marks_every_device_disconnected(void **state)
+{
+	twin_identity out;
+	twin_error err = {0};
+	size_t count = 0;
+
+	(void)state;
+	create_ok("dev1", NULL, NULL);
+	create_ok("dev2", NULL, NULL);
+	create_ok("dev3", NULL, NULL);
+	assert_int_equal(twin_device_set_connected(db.s, "dev1", 1, &err), TWIN_OK);
+	assert_int_equal(twin_device_set_connected(db.s, "dev3", 1, &err), TWIN_OK);
+	commit();
+	assert_int_equal(twin_registry_reset_connections(db.s, &count, &err), TWIN_OK);
+	commit();
+	assert_int_equal(count, 2);
+	get_ok("dev1", &out);
+	assert_int_equal(out.connected, 0);
+	get_ok("dev3", &out);
+	assert_int_equal(out.connected, 0);
+	assert_int_equal(twin_registry_reset_connections(db.s, &count, &err), TWIN_OK);
+	assert_int_equal(count, 0);
+}
+
 static void test_connection_state_is_a_system_field(void **state)
 {
 	char ts[TWIN_TIMESTAMP_MAX];
@@ -1092,6 +1140,8 @@ int main(void)
 	        T(test_delete_device_deletes_twin),
 	        T(test_delete_device_if_match),
 	        T(test_connection_state_is_a_system_field),
+	        T(test_activity_is_a_system_field_that_only_moves_forward),
+	        T(test_reset_connections_marks_every_device_disconnected),
 	        T(test_identity_json_shape),
 	        T(test_rejected_identity_write_changes_nothing),
 	};
