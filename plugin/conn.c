@@ -85,7 +85,7 @@ plg_conn *plg_conn_by_device(const plg_conns *t, const char *device_id)
 
 int plg_conn_is_live(const plg_conns *t, const plg_conn *c)
 {
-	return plg_conn_by_device(t, c->device_id) == c;
+	return c->kind == PLG_CONN_DEVICE && plg_conn_by_device(t, c->device_id) == c;
 }
 
 static void unlink_device(plg_conns *t, plg_conn *c)
@@ -101,9 +101,25 @@ static void unlink_device(plg_conns *t, plg_conn *c)
 	}
 }
 
-plg_conn *plg_conn_add(plg_conns *t, struct mosquitto *client, const char *device_id)
+void plg_conn_promote(plg_conns *t, plg_conn *c)
 {
-	plg_conn *c, *old;
+	plg_conn *old = plg_conn_by_device(t, c->device_id);
+	size_t h;
+
+	if (old == c)
+		return;
+	if (old != NULL)
+		unlink_device(t, old); /* takeover: the old one stays until its DISCONNECT */
+	c->kind = PLG_CONN_DEVICE;
+	h = hash_str(c->device_id, t->buckets);
+	c->next_by_device = t->by_device[h];
+	t->by_device[h] = c;
+}
+
+plg_conn *plg_conn_add(plg_conns *t, struct mosquitto *client, plg_conn_kind kind,
+                       const char *device_id)
+{
+	plg_conn *c;
 	size_t h;
 
 	if ((t->count + 1 > t->buckets || t->buckets == 0) && !grow(t))
@@ -112,18 +128,15 @@ plg_conn *plg_conn_add(plg_conns *t, struct mosquitto *client, const char *devic
 	if (c == NULL)
 		return NULL;
 	c->client = client;
+	c->kind = kind;
 	strncpy(c->device_id, device_id, sizeof(c->device_id) - 1);
 	c->generation = ++t->next_generation;
-	old = plg_conn_by_device(t, device_id);
-	if (old != NULL)
-		unlink_device(t, old); /* takeover: the old one stays until its DISCONNECT */
 	h = hash_ptr(client, t->buckets);
 	c->next_by_client = t->by_client[h];
 	t->by_client[h] = c;
-	h = hash_str(device_id, t->buckets);
-	c->next_by_device = t->by_device[h];
-	t->by_device[h] = c;
 	t->count++;
+	if (kind == PLG_CONN_DEVICE)
+		plg_conn_promote(t, c);
 	return c;
 }
 
@@ -150,6 +163,13 @@ void plg_conns_each_live(plg_conns *t, void (*fn)(plg_conn *c, void *arg), void 
 			next = c->next_by_device;
 			fn(c, arg);
 		}
+}
+
+void plg_conns_each(plg_conns *t, void (*fn)(plg_conn *c, void *arg), void *arg)
+{
+	for (size_t i = 0; i < t->buckets; i++)
+		for (plg_conn *c = t->by_client[i]; c != NULL; c = c->next_by_client)
+			fn(c, arg);
 }
 
 void plg_conns_free(plg_conns *t)

@@ -6,6 +6,10 @@
  * arrives (DESIGN.md §2), so two connections of one device briefly coexist.
  * A second index maps deviceId to the newest connection, the only one that
  * is "live": replies and notifications for an older one are dropped.
+ *
+ * Back-end connections (shared access policies) and connections whose
+ * admission another authenticator still decides ("pending", see connect.c)
+ * are in the first index only.
  */
 #ifndef TWIN_PLUGIN_CONN_H
 #define TWIN_PLUGIN_CONN_H
@@ -18,17 +22,28 @@
 
 struct mosquitto;
 
+typedef enum plg_conn_kind {
+	PLG_CONN_DEVICE = 0, /* a device, indexed by its id */
+	PLG_CONN_PENDING,    /* a device whose CONNECT another authenticator decides */
+	PLG_CONN_BACKEND,    /* a shared access policy principal */
+} plg_conn_kind;
+
 typedef struct plg_conn {
 	struct mosquitto *client;
-	char device_id[TWIN_DEVICE_ID_MAX + 1];
-	uint64_t generation;    /* unique per connection, never reused */
-	twin_session session;   /* cached copy of the persisted session state; its
-	                           notified_version moves only when a message is
-	                           handed to the broker (outbox.c) */
-	int64_t queued;         /* highest desired version queued, not yet handed */
-	int64_t activity;       /* last device activity (ticks) */
-	int64_t activity_saved; /* last lastActivityTime written to the store */
+	plg_conn_kind kind;
+	unsigned rights;                        /* back ends: TWIN_RIGHT_* of the policy */
+	int64_t expires;                        /* when the credential expires (seconds since the
+	                                           epoch; PROTOCOL.md §1.2), 0 for never */
+	char device_id[TWIN_DEVICE_ID_MAX + 1]; /* "" for a back end */
+	uint64_t generation;                    /* unique per connection, never reused */
+	twin_session session;                   /* cached copy of the persisted session state; its
+	                                           notified_version moves only when a message is
+	                                           handed to the broker (outbox.c) */
+	int64_t queued;                         /* highest desired version queued, not yet handed */
+	int64_t activity;                       /* last device activity (ticks) */
+	int64_t activity_saved;                 /* last lastActivityTime written to the store */
 	struct plg_conn *next_by_client, *next_by_device;
+	struct plg_conn *next_expired; /* scratch list link of a table walk */
 } plg_conn;
 
 typedef struct plg_conns {
@@ -38,9 +53,14 @@ typedef struct plg_conns {
 	uint64_t next_generation;
 } plg_conns;
 
-/* Add a connection for client as device_id; it becomes the device's live
- * connection. NULL when out of memory. */
-plg_conn *plg_conn_add(plg_conns *t, struct mosquitto *client, const char *device_id);
+/* Add a connection of kind for client (device_id: "" for a back end). A
+ * PLG_CONN_DEVICE becomes the device's live connection. NULL when out of
+ * memory. */
+plg_conn *plg_conn_add(plg_conns *t, struct mosquitto *client, plg_conn_kind kind,
+                       const char *device_id);
+
+/* Make a pending connection its device's live connection. */
+void plg_conn_promote(plg_conns *t, plg_conn *c);
 
 /* The connection of client, live or not, or NULL. */
 plg_conn *plg_conn_by_client(const plg_conns *t, const struct mosquitto *client);
@@ -59,5 +79,8 @@ void plg_conns_free(plg_conns *t);
 
 /* Call fn for each live connection. */
 void plg_conns_each_live(plg_conns *t, void (*fn)(plg_conn *c, void *arg), void *arg);
+
+/* Call fn for every connection, live or not. fn must not add or remove. */
+void plg_conns_each(plg_conns *t, void (*fn)(plg_conn *c, void *arg), void *arg);
 
 #endif

@@ -27,6 +27,8 @@
 
 typedef struct command {
 	const char *name;
+	unsigned right; /* TWIN_RIGHT_* the caller needs (PROTOCOL.md §7) */
+	int status;     /* on success: 200, or 204 without data */
 	twin_err (*run)(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
 } command;
 
@@ -92,10 +94,106 @@ static twin_err replace_twin(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_
 	return write_twin(ctx, cmd, data, 1, err);
 }
 
+/* The identity object of id as data. */
+static twin_err identity_data(const twin_identity *id, cJSON **data, twin_error *err)
+{
+	*data = twin_identity_to_json(id);
+	return *data != NULL ? TWIN_OK : twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
+}
+
+/* An optional object member of cmd, or TWIN_E_INVALID naming it. */
+static twin_err optional_object_arg(const cJSON *cmd, const char *name, const cJSON **out,
+                                    twin_error *err)
+{
+	*out = cJSON_GetObjectItemCaseSensitive(cmd, name);
+	if (*out != NULL && !cJSON_IsObject(*out))
+		return twin_error_set(err, TWIN_E_INVALID, "'%s' is not an object.", name);
+	return TWIN_OK;
+}
+
+static twin_err create_device(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err)
+{
+	const cJSON *spec = NULL;
+	const char *id = NULL;
+	twin_identity created;
+	twin_err rc = string_arg(cmd, "deviceId", &id, err);
+
+	if (rc == TWIN_OK)
+		rc = optional_object_arg(cmd, "device", &spec, err);
+	if (rc == TWIN_OK)
+		rc = twin_device_create(ctx->store, id, spec, &created, err);
+	return rc == TWIN_OK ? identity_data(&created, data, err) : rc;
+}
+
+static twin_err get_device(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err)
+{
+	const char *id = NULL;
+	twin_identity found;
+	twin_err rc = string_arg(cmd, "deviceId", &id, err);
+
+	if (rc == TWIN_OK)
+		rc = twin_device_get(ctx->store, id, &found, err);
+	return rc == TWIN_OK ? identity_data(&found, data, err) : rc;
+}
+
+/* Non-zero if the update took a device's right to be connected away. */
+static int access_changed(const twin_identity *a, const twin_identity *b)
+{
+	return (a->enabled && !b->enabled) || a->auth_type != b->auth_type ||
+	       strcmp(a->primary_key, b->primary_key) != 0 ||
+	       strcmp(a->secondary_key, b->secondary_key) != 0 ||
+	       strcmp(a->primary_thumbprint, b->primary_thumbprint) != 0 ||
+	       strcmp(a->secondary_thumbprint, b->secondary_thumbprint) != 0;
+}
+
+static twin_err update_device(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err)
+{
+	const cJSON *spec = NULL;
+	const char *id = NULL, *etag = NULL;
+	twin_identity before, after;
+	twin_err rc = string_arg(cmd, "deviceId", &id, err);
+
+	if (rc == TWIN_OK)
+		rc = optional_string_arg(cmd, "etag", &etag, err);
+	if (rc == TWIN_OK && (rc = optional_object_arg(cmd, "device", &spec, err)) == TWIN_OK &&
+	    spec == NULL)
+		rc = twin_error_set(err, TWIN_E_INVALID, "'device' is missing.");
+	if (rc == TWIN_OK)
+		rc = twin_device_get(ctx->store, id, &before, err);
+	if (rc == TWIN_OK)
+		rc = twin_device_update(ctx->store, id, spec, etag, &after, err);
+	if (rc != TWIN_OK)
+		return rc;
+	/* PROTOCOL.md §7: disabling or changing the credentials closes the
+	 * live connection; the device must prove itself again. */
+	if (access_changed(&before, &after))
+		plg_kick_after_commit(ctx, id);
+	return identity_data(&after, data, err);
+}
+
+static twin_err delete_device(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err)
+{
+	const char *id = NULL, *etag = NULL;
+	twin_err rc = string_arg(cmd, "deviceId", &id, err);
+
+	(void)data;
+	if (rc == TWIN_OK)
+		rc = optional_string_arg(cmd, "etag", &etag, err);
+	if (rc == TWIN_OK)
+		rc = twin_device_delete(ctx->store, id, etag, err);
+	if (rc == TWIN_OK)
+		plg_kick_after_commit(ctx, id);
+	return rc;
+}
+
 static const command commands[] = {
-        {"getTwin", get_twin},
-        {"updateTwin", update_twin},
-        {"replaceTwin", replace_twin},
+        {"createDevice", TWIN_RIGHT_REGISTRY_WRITE, 200, create_device},
+        {"getDevice", TWIN_RIGHT_REGISTRY_READ, 200, get_device},
+        {"updateDevice", TWIN_RIGHT_REGISTRY_WRITE, 200, update_device},
+        {"deleteDevice", TWIN_RIGHT_REGISTRY_WRITE, 204, delete_device},
+        {"getTwin", TWIN_RIGHT_SERVICE_CONNECT, 200, get_twin},
+        {"updateTwin", TWIN_RIGHT_SERVICE_CONNECT, 200, update_twin},
+        {"replaceTwin", TWIN_RIGHT_SERVICE_CONNECT, 200, replace_twin},
 };
 
 static cJSON *error_object(const twin_error *e)
@@ -107,15 +205,15 @@ static cJSON *error_object(const twin_error *e)
 	return o;
 }
 
-/* Run one command and append its response. */
-static void run_command(plg_ctx *ctx, const cJSON *cmd, cJSON *responses)
+/* Run one command for a caller holding rights and append its response. */
+static void run_command(plg_ctx *ctx, const cJSON *cmd, unsigned rights, cJSON *responses)
 {
 	const cJSON *name = cJSON_GetObjectItemCaseSensitive(cmd, "command");
 	const cJSON *corr = cJSON_GetObjectItemCaseSensitive(cmd, "correlationData");
 	cJSON *resp = cJSON_CreateObject(), *data = NULL;
 	twin_error err = {0};
 	twin_err rc = TWIN_E_INVALID;
-	size_t i;
+	size_t i = 0;
 
 	if (resp == NULL || !cJSON_AddItemToArray(responses, resp)) {
 		cJSON_Delete(resp);
@@ -129,21 +227,30 @@ static void run_command(plg_ctx *ctx, const cJSON *cmd, cJSON *responses)
 				break;
 		if (i == sizeof(commands) / sizeof(commands[0]))
 			twin_error_set(&err, rc, "Unknown command '%.64s'.", name->valuestring);
+		else if ((commands[i].right & rights) == 0)
+			rc = twin_error_set(&err, TWIN_E_UNAUTHORIZED,
+			                    "The policy does not grant the right this "
+			                    "command needs.");
 		else
 			rc = commands[i].run(ctx, cmd, &data, &err);
 		cJSON_AddStringToObject(resp, "command", name->valuestring);
 	}
 	if (corr != NULL)
 		cJSON_AddItemToObject(resp, "correlationData", cJSON_Duplicate(corr, 1));
-	cJSON_AddNumberToObject(resp, "status", twin_err_status(rc));
-	if (rc == TWIN_OK)
-		cJSON_AddItemToObject(resp, "data", data ? data : cJSON_CreateNull());
-	else
+	if (rc != TWIN_OK) {
+		cJSON_AddNumberToObject(resp, "status", twin_err_status(rc));
 		cJSON_AddItemToObject(resp, "error", error_object(&err));
+	} else if (commands[i].status == 204) {
+		cJSON_AddNumberToObject(resp, "status", 204);
+		cJSON_Delete(data);
+	} else {
+		cJSON_AddNumberToObject(resp, "status", commands[i].status);
+		cJSON_AddItemToObject(resp, "data", data ? data : cJSON_CreateNull());
+	}
 }
 
 /* The responses to a whole request payload. */
-static cJSON *handle_request(plg_ctx *ctx, const void *payload, size_t len)
+static cJSON *handle_request(plg_ctx *ctx, const void *payload, size_t len, unsigned rights)
 {
 	cJSON *req = NULL, *out = cJSON_CreateObject(), *responses;
 	const cJSON *cmds;
@@ -174,7 +281,7 @@ static cJSON *handle_request(plg_ctx *ctx, const void *payload, size_t len)
 		cJSON_AddItemToArray(responses, bad);
 	} else {
 		for (const cJSON *cmd = cmds->child; cmd != NULL; cmd = cmd->next)
-			run_command(ctx, cmd, responses);
+			run_command(ctx, cmd, rights, responses);
 	}
 	cJSON_Delete(req);
 	return out;
@@ -185,7 +292,8 @@ int plg_on_control(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_control *ed = event_data;
 	plg_ctx *ctx = userdata;
 	const char *client_id = mosquitto_client_id(ed->client);
-	cJSON *out = handle_request(ctx, ed->payload, ed->payloadlen);
+	cJSON *out = handle_request(ctx, ed->payload, ed->payloadlen,
+	                            plg_client_rights(ctx, ed->client));
 	char *text = cJSON_PrintUnformatted(out);
 
 	(void)event;

@@ -54,6 +54,28 @@ static void handle_patch(plg_ctx *ctx, plg_conn *c, const plg_topic *t, const vo
 	twin_write_result_clear(&res);
 }
 
+/* Telemetry and C2D (§11): never retained; a device publishing on any
+ * devices/ topic but its own telemetry is disconnected. */
+static int other_message(plg_ctx *ctx, plg_conn *c, struct mosquitto_evt_message *ed)
+{
+	if (plg_zone_of(ed->topic) == PLG_ZONE_DEVICES) {
+		if (c != NULL &&
+		    plg_device_topic_of(ed->topic, c->device_id) != PLG_DEVTOPIC_EVENTS) {
+			mosquitto_log_printf(MOSQ_LOG_NOTICE,
+			                     PLG_LOG_PREFIX
+			                     "closing device %s: it published on %s, not its "
+			                     "own telemetry topic.",
+			                     c->device_id, ed->topic);
+			/* Not ACL_DENIED: 2.0.11 would only drop the message. */
+			return MOSQ_ERR_AUTH;
+		}
+		ed->retain = false;
+	}
+	if (c != NULL)
+		plg_activity(ctx, c);
+	return MOSQ_ERR_SUCCESS;
+}
+
 int plg_on_message(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_message *ed = event_data;
@@ -63,12 +85,11 @@ int plg_on_message(int event, void *event_data, void *userdata)
 	plg_topic t;
 
 	(void)event;
+	if (c != NULL && c->kind != PLG_CONN_DEVICE)
+		c = NULL; /* back ends and clients still pending are no devices here */
 	plg_topic_parse(ed->topic, &t);
-	if (t.kind == PLG_TOPIC_NOT_IOTHUB) {
-		if (c != NULL)
-			plg_activity(ctx, c);
-		return MOSQ_ERR_SUCCESS;
-	}
+	if (t.kind == PLG_TOPIC_NOT_IOTHUB)
+		return other_message(ctx, c, ed);
 	/* QoS 2 on the dialect closes the connection (§2.2), as does any
 	 * $iothub/ topic outside the twin API, and any request from a client
 	 * that is not a device. */

@@ -23,6 +23,12 @@ struct plg_plugin_id_2_0 {
 	void *listener;
 };
 
+static const char *const auth_names[] = {
+        [PLG_AUTH_SAS] = "sas (devices and back ends prove themselves to the registry)",
+        [PLG_AUTH_OPEN] = "open (no credentials: localhost trials only)",
+        [PLG_AUTH_EXTERNAL] = "external (the broker authenticates; the plugin isolates)",
+};
+
 /* Set by the first successful init; the library is loaded once per broker. */
 static int plg_initialised;
 
@@ -42,6 +48,9 @@ static int on_tick(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 	ctx->reloading = 0;
+	ctx->gone = NULL;
+	plg_admit_all_pending(ctx);
+	plg_expiry_sweep(ctx);
 	plg_outbox_flush(ctx);
 	twin_store_maintain(ctx->store, NULL); /* grow the map between batches */
 	return MOSQ_ERR_SUCCESS;
@@ -125,9 +134,18 @@ PLG_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **u
 	}
 	mosquitto_log_printf(MOSQ_LOG_INFO, PLG_LOG_PREFIX "database open at %s (map %zu MiB).",
 	                     ctx->opts.db_path, twin_store_map_size(ctx->store) >> 20);
+	mosquitto_log_printf(MOSQ_LOG_INFO, PLG_LOG_PREFIX "authentication: %s%s%s.",
+	                     auth_names[ctx->opts.auth],
+	                     ctx->opts.hostname ? ", hub host name " : "",
+	                     ctx->opts.hostname ? ctx->opts.hostname : "");
 	if (twin_registry_reset_connections(ctx->store, &stale, &err) != TWIN_OK ||
 	    twin_store_commit(ctx->store, &err) != TWIN_OK) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "%s", err.message);
+		twin_store_close(ctx->store);
+		rc = MOSQ_ERR_UNKNOWN;
+		goto fail;
+	}
+	if (plg_policies_init(ctx) != MOSQ_ERR_SUCCESS) {
 		twin_store_close(ctx->store);
 		rc = MOSQ_ERR_UNKNOWN;
 		goto fail;
@@ -180,6 +198,9 @@ PLG_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *op
 	 * leave any more (nothing drains plugin publishes after the main loop),
 	 * exactly as if the broker had died after the commit. */
 	plg_outbox_free(&ctx->out);
+	for (size_t i = 0; i < ctx->nkicks; i++)
+		free(ctx->kicks[i]);
+	free(ctx->kicks);
 	if (twin_store_commit(ctx->store, &err) != TWIN_OK)
 		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "final commit failed: %s",
 		                     err.message);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "plugin.h"
 #include "twin/limits.h"
 
@@ -81,6 +83,103 @@ static int parse_numeric(plg_options *o, const char *key, const char *value, int
 	return rc;
 }
 
+static int parse_auth(const char *value, plg_auth_mode *out)
+{
+	static const struct {
+		const char *name;
+		plg_auth_mode mode;
+	} modes[] = {
+	        {"sas", PLG_AUTH_SAS}, {"open", PLG_AUTH_OPEN}, {"external", PLG_AUTH_EXTERNAL}};
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		if (strcmp(value, modes[i].name) == 0) {
+			*out = modes[i].mode;
+			return MOSQ_ERR_SUCCESS;
+		}
+	}
+	mosquitto_log_printf(
+	        MOSQ_LOG_ERR,
+	        PLG_LOG_PREFIX "plugin_opt_auth must be sas, open or external, got '%s'.", value);
+	return MOSQ_ERR_INVAL;
+}
+
+static int set_string(char **field, const char *value)
+{
+	free(*field);
+	*field = strdup(value);
+	return *field != NULL ? MOSQ_ERR_SUCCESS : MOSQ_ERR_NOMEM;
+}
+
+/* plugin_opt_policy_<name> RIGHTS:KEY[:KEY2]; a later line for the same
+ * name replaces an earlier one. The error never repeats the value: it
+ * holds keys. */
+static int parse_policy(plg_options *o, const char *name, const char *value)
+{
+	twin_policy p, *grown;
+	twin_error err;
+	size_t i;
+
+	if (twin_policy_spec_parse(name, value, &p, &err) != TWIN_OK) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "plugin_opt_policy_%s: %s", name,
+		                     err.message);
+		return MOSQ_ERR_INVAL;
+	}
+	for (i = 0; i < o->npolicies; i++)
+		if (strcmp(o->policies[i].name, p.name) == 0)
+			break;
+	if (i == o->npolicies) {
+		grown = realloc(o->policies, (o->npolicies + 1) * sizeof(*grown));
+		if (grown == NULL)
+			return MOSQ_ERR_NOMEM;
+		o->policies = grown;
+		o->npolicies++;
+	}
+	o->policies[i] = p;
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* Options that are not numbers. *known is 0 for an unknown key. */
+static int parse_other(plg_options *o, const char *key, const char *value, int *known)
+{
+	*known = 1;
+	if (strcmp(key, "db_path") == 0)
+		return set_string(&o->db_path, value);
+	if (strcmp(key, "hostname") == 0)
+		return set_string(&o->hostname, value);
+	if (strcmp(key, "catchup") == 0)
+		return parse_bool(key, value, &o->catchup);
+	if (strcmp(key, "auth") == 0)
+		return parse_auth(value, &o->auth);
+	if (strncmp(key, "policy_", strlen("policy_")) == 0)
+		return parse_policy(o, key + strlen("policy_"), value);
+	*known = 0;
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* The host name devices dial and SAS tokens name (PROTOCOL.md §1.2 step 6). */
+static int check_hostname(const plg_options *o)
+{
+	const char *h = o->hostname;
+
+	if (h == NULL) {
+		if (o->auth != PLG_AUTH_SAS)
+			return MOSQ_ERR_SUCCESS;
+		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX
+		                     "plugin_opt_auth sas needs plugin_opt_hostname: the host "
+		                     "name devices connect to, which their SAS tokens name.");
+		return MOSQ_ERR_INVAL;
+	}
+	if (h[0] == '\0' || strlen(h) > TWIN_HOST_MAX || strpbrk(h, "/?&= ") != NULL) {
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     PLG_LOG_PREFIX
+		                     "plugin_opt_hostname must be a host name of 1 to %d "
+		                     "characters, got '%s'.",
+		                     TWIN_HOST_MAX, h);
+		return MOSQ_ERR_INVAL;
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
 int plg_options_parse(plg_options *o, struct mosquitto_opt *opts, int count)
 {
 	memset(o, 0, sizeof(*o));
@@ -90,19 +189,9 @@ int plg_options_parse(plg_options *o, struct mosquitto_opt *opts, int count)
 		const char *key = opts[i].key, *value = opts[i].value ? opts[i].value : "";
 		int known, rc;
 
-		if (strcmp(key, "db_path") == 0) {
-			free(o->db_path);
-			o->db_path = strdup(value);
-			if (o->db_path == NULL)
-				return MOSQ_ERR_NOMEM;
-			continue;
-		}
-		if (strcmp(key, "catchup") == 0) {
-			if (parse_bool(key, value, &o->catchup) != MOSQ_ERR_SUCCESS)
-				return MOSQ_ERR_INVAL;
-			continue;
-		}
-		rc = parse_numeric(o, key, value, &known);
+		rc = parse_other(o, key, value, &known);
+		if (rc == MOSQ_ERR_SUCCESS && !known)
+			rc = parse_numeric(o, key, value, &known);
 		if (rc != MOSQ_ERR_SUCCESS)
 			return rc;
 		if (!known) {
@@ -117,6 +206,8 @@ int plg_options_parse(plg_options *o, struct mosquitto_opt *opts, int count)
 		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "plugin_opt_db_path is empty.");
 		return MOSQ_ERR_INVAL;
 	}
+	if (check_hostname(o) != MOSQ_ERR_SUCCESS)
+		return MOSQ_ERR_INVAL;
 	o->store.path = o->db_path;
 	return MOSQ_ERR_SUCCESS;
 }
@@ -124,6 +215,12 @@ int plg_options_parse(plg_options *o, struct mosquitto_opt *opts, int count)
 void plg_options_free(plg_options *o)
 {
 	free(o->db_path);
-	o->db_path = NULL;
+	free(o->hostname);
+	if (o->policies != NULL)
+		OPENSSL_cleanse(o->policies, o->npolicies * sizeof(*o->policies));
+	free(o->policies);
+	o->db_path = o->hostname = NULL;
+	o->policies = NULL;
+	o->npolicies = 0;
 	o->store.path = NULL;
 }

@@ -232,7 +232,8 @@ static void after_failed_commit(plg_conn *c, void *arg)
 	twin_identity id;
 
 	c->queued = 0;
-	if (twin_device_get(ctx->store, c->device_id, &id, NULL) == TWIN_E_NOT_FOUND)
+	if (ctx->opts.auth == PLG_AUTH_OPEN &&
+	    twin_device_get(ctx->store, c->device_id, &id, NULL) == TWIN_E_NOT_FOUND)
 		twin_device_create(ctx->store, c->device_id, NULL, NULL, NULL);
 	plg_session_save(ctx, c);
 }
@@ -257,6 +258,41 @@ static void handed(plg_ctx *ctx, plg_conn *c, const plg_msg *m)
 		plg_session_save(ctx, c);
 	if (c->queued <= m->desired)
 		c->queued = 0;
+}
+
+void plg_kick_after_commit(plg_ctx *ctx, const char *device_id)
+{
+	char **grown, *id;
+
+	if (ctx->nkicks == ctx->kicks_cap) {
+		size_t cap = ctx->kicks_cap ? 2 * ctx->kicks_cap : 8;
+
+		grown = realloc(ctx->kicks, cap * sizeof(*grown));
+		if (grown == NULL)
+			return;
+		ctx->kicks = grown;
+		ctx->kicks_cap = cap;
+	}
+	if ((id = strdup(device_id)) != NULL)
+		ctx->kicks[ctx->nkicks++] = id;
+}
+
+/* Kicking runs DISCONNECT (it joins the next batch), so it comes after
+ * every message of this batch was handed over. */
+static void kick_all(plg_ctx *ctx, int failed)
+{
+	for (size_t i = 0; i < ctx->nkicks; i++) {
+		if (!failed && plg_conn_by_device(&ctx->conns, ctx->kicks[i]) != NULL) {
+			mosquitto_log_printf(MOSQ_LOG_NOTICE,
+			                     PLG_LOG_PREFIX
+			                     "closing device %s: disabled, deleted or its "
+			                     "credentials changed.",
+			                     ctx->kicks[i]);
+			mosquitto_kick_client_by_clientid(ctx->kicks[i], false);
+		}
+		free(ctx->kicks[i]);
+	}
+	ctx->nkicks = 0;
 }
 
 void plg_outbox_flush(plg_ctx *ctx)
@@ -291,6 +327,7 @@ void plg_outbox_flush(plg_ctx *ctx)
 		msg_free(m);
 	}
 	ctx->out.len = 0;
+	kick_all(ctx, failed);
 }
 
 void plg_outbox_free(plg_outbox *o)

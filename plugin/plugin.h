@@ -13,6 +13,7 @@
 #include <mosquitto_plugin.h>
 
 #include "conn.h"
+#include "twin/policy.h"
 #include "twin/store.h"
 #include "twin/twin.h"
 
@@ -23,9 +24,22 @@
 /* lastActivityTime is written at most this often per device (§4). */
 #define PLG_ACTIVITY_SAVE_TICKS (60LL * 10000000)
 
+/* plugin_opt_auth: who authenticates devices (README "Authentication"). */
+typedef enum plg_auth_mode {
+	PLG_AUTH_SAS = 0,  /* the plugin, against its registry: SAS tokens, X.509
+	                      certificates, policy tokens (the default) */
+	PLG_AUTH_OPEN,     /* nobody: the client id is the device (quick start) */
+	PLG_AUTH_EXTERNAL, /* the broker's password_file or another plugin; the
+	                      plugin maps client id to device and isolates */
+} plg_auth_mode;
+
 typedef struct plg_options {
-	char *db_path;            /* plugin_opt_db_path */
-	int catchup;              /* plugin_opt_catchup: the §3.1 extension */
+	char *db_path;         /* plugin_opt_db_path */
+	int catchup;           /* plugin_opt_catchup: the §3.1 extension */
+	plg_auth_mode auth;    /* plugin_opt_auth */
+	char *hostname;        /* plugin_opt_hostname: the hub name in SAS tokens */
+	twin_policy *policies; /* plugin_opt_policy_<name> lines */
+	size_t npolicies;
 	twin_store_options store; /* map size and limits; store.path = db_path */
 } plg_options;
 
@@ -56,6 +70,14 @@ typedef struct plg_ctx {
 	twin_store *store;
 	plg_conns conns;
 	plg_outbox out;
+	char **kicks; /* device ids to disconnect once the batch is committed */
+	size_t nkicks, kicks_cap;
+	int64_t next_sweep; /* when the expiry sweep runs next (seconds) */
+	size_t npending;    /* connections of kind PLG_CONN_PENDING */
+	/* The device connection DISCONNECT just removed: its will is checked
+	 * next (acl.c); cleared at TICK. */
+	const struct mosquitto *gone;
+	char gone_id[TWIN_DEVICE_ID_MAX + 1];
 	int reloading; /* between RELOAD and the next TICK (DESIGN.md §2) */
 } plg_ctx;
 
@@ -82,17 +104,53 @@ void plg_notify(plg_ctx *ctx, plg_conn *c, int64_t v, char *body, size_t len);
  * computed before the commit, so a failed batch turns it into an error. */
 void plg_send_after_commit(plg_ctx *ctx, const char *client_id, const char *topic, int qos,
                            char *payload, size_t len);
-/* Commit the batch, then publish what it answered (TICK). */
+/* Disconnect device_id's connection once the batch is committed (it was
+ * disabled, deleted or its credentials changed, PROTOCOL.md §7); nothing
+ * happens if the commit fails. */
+void plg_kick_after_commit(plg_ctx *ctx, const char *device_id);
+/* Commit the batch, then publish what it answered and carry out the kicks
+ * (TICK). */
 void plg_outbox_flush(plg_ctx *ctx);
 void plg_outbox_free(plg_outbox *o);
 
 /* device_api.c - MESSAGE: device requests. */
 int plg_on_message(int event, void *event_data, void *userdata);
 
-/* connect.c - BASIC_AUTH, DISCONNECT, RELOAD, activity, subscriptions. */
+/* auth.c - credentials (PROTOCOL.md §1): SAS tokens, X.509, policies. */
+typedef struct plg_principal {
+	plg_conn_kind kind; /* PLG_CONN_DEVICE or PLG_CONN_BACKEND */
+	char device_id[TWIN_DEVICE_ID_MAX + 1];
+	unsigned rights; /* back end: its policy's rights */
+	int64_t expires; /* seconds since the epoch; 0 = never (X.509) */
+} plg_principal;
+/* Authenticate a CONNECT in sas mode. MOSQ_ERR_SUCCESS with *who filled;
+ * MOSQ_ERR_AUTH after logging why (CONNACK 5); MOSQ_ERR_PLUGIN_DEFER for a
+ * client that is neither a device nor a back end by its username. */
+int plg_authenticate(plg_ctx *ctx, struct mosquitto *client, const char *username,
+                     const char *password, plg_principal *who);
+/* Create the default iothubowner policy on first start, logging its
+ * connection string; a plugin_opt_policy_iothubowner line replaces it. */
+int plg_policies_init(plg_ctx *ctx);
+/* Policy name from the options, else from the store. TWIN_E_NOT_FOUND. */
+twin_err plg_policy_find(plg_ctx *ctx, const char *name, twin_policy *out);
+/* The control API rights of client: every right in open and external
+ * mode (there the broker's ACL decides who may publish to the API), its
+ * policy's rights for a back end in sas mode, none otherwise. */
+unsigned plg_client_rights(plg_ctx *ctx, const struct mosquitto *client);
+
+/* connect.c - BASIC_AUTH, DISCONNECT, RELOAD, expiry, activity. */
 int plg_on_basic_auth(int event, void *event_data, void *userdata);
 int plg_on_disconnect(int event, void *event_data, void *userdata);
 int plg_on_reload(int event, void *event_data, void *userdata);
+/* Admit a pending connection (its CONNECT succeeded elsewhere): see
+ * connect.c. Returns c, now live, or NULL if it cannot be a device. */
+plg_conn *plg_admit_pending(plg_ctx *ctx, plg_conn *c);
+/* Admit every pending connection still here (TICK). */
+void plg_admit_all_pending(plg_ctx *ctx);
+/* Close connections whose credential expired (TICK; once a second). */
+void plg_expiry_sweep(plg_ctx *ctx);
+
+/* acl.c - ACL_CHECK: topic isolation and subscription tracking. */
 int plg_on_acl_check(int event, void *event_data, void *userdata);
 /* Note device activity (a publish); saved at most every PLG_ACTIVITY_SAVE_TICKS. */
 void plg_activity(plg_ctx *ctx, plg_conn *c);

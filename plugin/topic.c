@@ -64,3 +64,44 @@ plg_filter_kind plg_filter_classify(const char *filter)
 		return PLG_FILTER_METHODS;
 	return PLG_FILTER_FORBIDDEN;
 }
+
+plg_zone plg_zone_of(const char *topic)
+{
+	if (starts_with(topic, PLG_IOTHUB_PREFIX))
+		return PLG_ZONE_IOTHUB;
+	if (starts_with(topic, "devices/"))
+		return PLG_ZONE_DEVICES;
+	if (starts_with(topic, "$CONTROL/twin/"))
+		return PLG_ZONE_CONTROL;
+	if (starts_with(topic, "$twin/"))
+		return PLG_ZONE_EVENTS;
+	return PLG_ZONE_OTHER;
+}
+
+plg_device_topic plg_device_topic_of(const char *topic, const char *device_id)
+{
+	size_t n = strlen(device_id);
+	const char *rest;
+
+	if (!starts_with(topic, "devices/") || strncmp(topic + 8, device_id, n) != 0 ||
+	    topic[8 + n] != '/')
+		return PLG_DEVTOPIC_FOREIGN;
+	rest = topic + 8 + n;
+	if (starts_with(rest, "/messages/events/"))
+		return PLG_DEVTOPIC_EVENTS;
+	if (strcmp(rest, "/messages/devicebound/#") == 0)
+		return PLG_DEVTOPIC_C2D_FILTER;
+	if (starts_with(rest, "/messages/devicebound/"))
+		return PLG_DEVTOPIC_C2D;
+	return PLG_DEVTOPIC_FOREIGN;
+}
+
+int plg_is_c2d_topic(const char *topic)
+{
+	const char *slash;
+
+	if (!starts_with(topic, "devices/"))
+		return 0;
+	slash = strchr(topic + 8, '/');
+	return slash != NULL && slash != topic + 8 && starts_with(slash, "/messages/devicebound/");
+}

@@ -43,4 +43,30 @@ typedef enum plg_filter_kind {
 
 plg_filter_kind plg_filter_classify(const char *filter);
 
+/* The topic trees the plugin owns (PROTOCOL.md §2, §11; DESIGN.md §6).
+ * Everything else follows the broker's own ACLs. */
+typedef enum plg_zone {
+	PLG_ZONE_OTHER = 0,
+	PLG_ZONE_IOTHUB,  /* $iothub/…: the device twin (and later methods) API */
+	PLG_ZONE_DEVICES, /* devices/…: telemetry and cloud-to-device messages */
+	PLG_ZONE_CONTROL, /* $CONTROL/twin/…: the back-end control API */
+	PLG_ZONE_EVENTS,  /* $twin/…: the back-end event stream */
+} plg_zone;
+
+plg_zone plg_zone_of(const char *topic);
+
+/* What a device's devices/ topic is, relative to device_id (§11). */
+typedef enum plg_device_topic {
+	PLG_DEVTOPIC_FOREIGN = 0, /* another device's, or no telemetry/C2D topic */
+	PLG_DEVTOPIC_EVENTS,      /* devices/{id}/messages/events/… */
+	PLG_DEVTOPIC_C2D,         /* devices/{id}/messages/devicebound/… */
+	PLG_DEVTOPIC_C2D_FILTER,  /* exactly devices/{id}/messages/devicebound/# */
+} plg_device_topic;
+
+/* Classify topic (under devices/) for device_id. */
+plg_device_topic plg_device_topic_of(const char *topic, const char *device_id);
+
+/* Non-zero if topic is devices/{any id}/messages/devicebound/… (C2D). */
+int plg_is_c2d_topic(const char *topic);
+
 #endif

@@ -19,7 +19,12 @@
 
 enum { WLOG_PUT = 1, WLOG_DEL = 2 };
 
-static const char *table_names[DB_TABLE_COUNT] = {"devices", "twins"};
+/* LMDB named-database slots; more than the tables in use, so adding a table
+ * needs no other change. */
+#define DB_MAX_TABLES 8
+_Static_assert(DB_TABLE_COUNT <= DB_MAX_TABLES, "raise DB_MAX_TABLES");
+
+static const char *table_names[DB_TABLE_COUNT] = {"devices", "twins", "policies"};
 
 static twin_err lmdb_error(twin_error *err, const char *what, int rc)
 {
@@ -107,7 +112,7 @@ twin_err twin_store_open(const twin_store_options *o, twin_store **out, twin_err
 	s->clock_ctx = o->clock_ctx;
 	rc = mdb_env_create(&s->env);
 	if (rc == 0)
-		rc = mdb_env_set_maxdbs(s->env, 8);
+		rc = mdb_env_set_maxdbs(s->env, DB_MAX_TABLES);
 	if (rc == 0)
 		rc = mdb_env_set_mapsize(s->env, o->map_size ? o->map_size : TWIN_DEFAULT_MAP_SIZE);
 	/* MDB_NOTLS: read transactions belong to their MDB_txn, not the thread,

@@ -1,10 +1,14 @@
 /*
  * db.h - private to store/: the LMDB environment, batches and the write log.
  *
- * Two tables:
- *   devices  deviceId            -> identity record (JSON, store/registry.c)
- *   twins    deviceId "\0" kind  -> twin records (store/twin.c), kind one of
- *            'D' desired, 'R' reported, 'T' tags, 'V' twin version.
+ * Three tables:
+ *   devices   deviceId            -> identity record (fixed binary: format tag
+ *             and twin_identity, store/registry.c)
+ *   twins     deviceId "\0" kind  -> twin records (store/twin_record.c), kind
+ *             a TWIN_KIND_* letter (twin_records.h): 'D' desired, 'R'
+ *             reported, 'T' tags, 'V' twin version, …
+ *   policies  policy name         -> shared access policy record (fixed binary:
+ *             format tag and twin_policy, store/policy.c)
  * All records of one twin are adjacent and sorted by deviceId, which later
  * lets queries scan the fleet in deviceId order with one cursor.
  *
@@ -18,7 +22,7 @@
 
 #include "twin/store.h"
 
-typedef enum db_table { DB_DEVICES = 0, DB_TWINS, DB_TABLE_COUNT } db_table;
+typedef enum db_table { DB_DEVICES = 0, DB_TWINS, DB_POLICIES, DB_TABLE_COUNT } db_table;
 
 /* Write log of the open batch: every put and delete, in order, so a batch
  * can be re-applied after the map is grown. */

@@ -21,6 +21,7 @@ static const struct {
 } err_table[] = {
         [TWIN_OK] = {200, 0},
         [TWIN_E_INVALID] = {400, 400004},
+        [TWIN_E_UNAUTHORIZED] = {401, 401002},
         [TWIN_E_SECTION_SIZE] = {403, 403100},
         [TWIN_E_NOT_FOUND] = {404, 404001},
         [TWIN_E_NO_OPERATION] = {404, 404},

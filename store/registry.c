@@ -17,6 +17,7 @@
 #include <openssl/rand.h>
 
 #include "db.h"
+#include "key.h"
 #include "twin/doc.h"
 #include "twin/registry.h"
 #include "twin_records.h"
@@ -64,50 +65,18 @@ void twin_identity_etag(const twin_identity *id, char out[TWIN_ETAG_MAX])
 	EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)dec, n);
 }
 
-/* Decoded length of a strict, padded base64 string, or -1 if it is not one. */
-static int base64_decoded_len(const char *s)
-{
-	size_t n = strlen(s), pad = 0;
-
-	if (n == 0 || n % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c == '=' && i >= n - 2) {
-			pad++;
-			continue;
-		}
-		if (pad || !(isalnum(c) || c == '+' || c == '/'))
-			return -1;
-	}
-	return (int)(n / 4 * 3 - pad);
-}
-
-static twin_err generate_key(char out[TWIN_SYM_KEY_B64_MAX + 1], twin_error *err)
-{
-	unsigned char raw[TWIN_SYM_KEY_GEN_BYTES];
-
-	if (RAND_bytes(raw, sizeof(raw)) != 1)
-		return twin_error_set(err, TWIN_E_STORAGE, "Random number generator failed.");
-	EVP_EncodeBlock((unsigned char *)out, raw, sizeof(raw));
-	return TWIN_OK;
-}
-
 /* Set *key from spec member name: absent or "" generates one, else it must be
  * base64 of 16–64 bytes. */
 static twin_err key_from_spec(const cJSON *sym, const char *name, char *key, twin_error *err)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(sym, name);
-	int n;
 
 	if (v == NULL || cJSON_IsNull(v) || (cJSON_IsString(v) && v->valuestring[0] == '\0'))
-		return generate_key(key, err);
+		return key_generate(key, err);
 	if (!cJSON_IsString(v))
 		return twin_error_set(err, TWIN_E_INVALID,
 		                      "authentication.symmetricKey.%s must be a string.", name);
-	n = base64_decoded_len(v->valuestring);
-	if (n < TWIN_SYM_KEY_MIN_BYTES || n > TWIN_SYM_KEY_MAX_BYTES)
+	if (!key_b64_valid(v->valuestring))
 		return twin_error_set(
 		        err, TWIN_E_INVALID,
 		        "authentication.symmetricKey.%s must be base64 of %d to %d bytes.", name,

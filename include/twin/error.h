@@ -16,6 +16,7 @@
 typedef enum twin_err {
 	TWIN_OK = 0,
 	TWIN_E_INVALID,      /* 400 400004 ArgumentInvalid: bad JSON, key, value, depth, id ... */
+	TWIN_E_UNAUTHORIZED, /* 401 401002 IotHubUnauthorizedAccess: a right is missing */
 	TWIN_E_SECTION_SIZE, /* 403 403100: a section would exceed its size limit */
 	TWIN_E_NOT_FOUND,    /* 404 404001 DeviceNotFound */
 	TWIN_E_NO_OPERATION, /* 404 404 (generic NotFound): unknown operation topic */
@@ -35,7 +36,7 @@ typedef struct twin_error {
 	char message[TWIN_ERROR_MESSAGE_MAX];
 } twin_error;
 
-/* HTTP-style status for err: 200 for TWIN_OK, 400, 403, 404, 409, 412, 500, 503. */
+/* HTTP-style status for err: 200 for TWIN_OK, 400, 401, 403, 404, 409, 412, 500, 503. */
 int twin_err_status(twin_err err);
 
 /* IoT Hub errorCode for err (status * 1000 + detail), 0 for TWIN_OK. */

@@ -20,6 +20,7 @@
 #define TWIN_SYM_KEY_B64_MAX   88  /* base64 of TWIN_SYM_KEY_MAX_BYTES */
 #define TWIN_THUMBPRINT_MAX    64  /* SHA-256 in hex; SHA-1 is 40 */
 #define TWIN_MODEL_ID_MAX      512 /* DTMI length cap (project decision) */
+#define TWIN_POLICY_NAME_MAX   64  /* shared access policy name (project decision) */
 
 /* Username fields (§1.1). Module ids follow the deviceId rule (§7). */
 #define TWIN_HOST_MAX        255 /* a DNS name */

@@ -97,7 +97,8 @@ class Broker:
     """One mosquitto process with the plugin, its config, log and database.
 
     options: plugin_opt_* values without the prefix; db_path defaults to
-        <workdir>/db. A value of None leaves that option out of the config.
+        <workdir>/db and auth to open (most tests are about the protocol, not
+        credentials). A value of None leaves that option out of the config.
     head: config lines placed first (e.g. "per_listener_settings true").
     config: config lines placed last (e.g. a second "plugin" line).
     wrapper: command prefix, e.g. ["valgrind", ...].
@@ -123,7 +124,7 @@ class Broker:
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.options = {"db_path": self.workdir / "db", **(options or {})}
+        self.options = {"db_path": self.workdir / "db", "auth": "open", **(options or {})}
         db = self.options["db_path"]
         self.db_path = Path(db) if db is not None else None
         self.head = list(head)
@@ -207,6 +208,14 @@ class Broker:
     @property
     def running(self):
         return self.process is not None and self.process.poll() is None
+
+    def wait_log(self, text, timeout=5.0):
+        """Wait until text appears in the log of the current run."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log(since_start=True):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the broker log within {timeout} s")
+            time.sleep(0.05)
 
     def log(self, since_start=False):
         """The broker's log (stdout and stderr), whole or of the current run."""

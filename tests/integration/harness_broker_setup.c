@@ -230,7 +230,9 @@ void tbi_write_config(tb_broker *b)
 		fprintf(f, "persistence true\npersistence_location %s/\n", b->dir);
 	else
 		fprintf(f, "persistence false\n");
-	fprintf(f, "plugin %s\nplugin_opt_db_path %s\n", plugin_path(), b->db_path);
+	/* Open mode unless the test's options say otherwise (a later line wins). */
+	fprintf(f, "plugin %s\nplugin_opt_db_path %s\nplugin_opt_auth open\n", plugin_path(),
+	        b->db_path);
 	write_lines(f, "plugin_opt_", b->plugin_opts);
 	write_lines(f, "", b->config);
 	if (fclose(f) != 0)

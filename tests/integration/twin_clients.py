@@ -21,12 +21,29 @@ DESIRED_PREFIX = "$iothub/twin/PATCH/properties/desired/?$version="
 class Client:
     """A paho client whose received messages land in a queue."""
 
-    def __init__(self, port, client_id, *, clean_session=True, will=None):
+    def __init__(
+        self,
+        port,
+        client_id,
+        *,
+        clean_session=True,
+        will=None,
+        username=None,
+        password=None,
+        tls=None,
+        refused_ok=False,
+    ):
+        """tls: (cafile, certfile or None, keyfile or None). refused_ok: a
+        refused CONNECT is returned in self.connack instead of raising."""
         self.client_id = client_id
         self.messages = queue.Queue()
         self.client = mqtt.Client(client_id=client_id, clean_session=clean_session)
         if will is not None:
             self.client.will_set(*will)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls is not None:
+            self.client.tls_set(ca_certs=tls[0], certfile=tls[1], keyfile=tls[2])
         connected = threading.Event()
         self.connack = None
         self.suback = queue.Queue()
@@ -45,7 +62,12 @@ class Client:
         self.client.connect("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
         if not connected.wait(5):
+            self.client.loop_stop()
             raise AssertionError(f"{client_id}: no CONNACK")
+        if self.connack[0] != 0:
+            self.client.loop_stop()
+            if not refused_ok:
+                raise AssertionError(f"{client_id}: CONNACK {self.connack[0]}")
 
     def subscribe(self, *filters, qos=1):
         self.client.subscribe([(f, qos) for f in filters])
@@ -93,7 +115,7 @@ class Device(Client):
 
     def __init__(self, port, device_id, *, subscribe=True, **kw):
         super().__init__(port, device_id, **kw)
-        if subscribe:
+        if subscribe and self.connack[0] == 0:
             self.subscribe(RES, DESIRED)
 
     def request(self, topic, body=""):
@@ -121,8 +143,8 @@ class Device(Client):
 
 
 class Backend(Client):
-    def __init__(self, port, client_id="backend-1"):
-        super().__init__(port, client_id)
+    def __init__(self, port, client_id="backend-1", **kw):
+        super().__init__(port, client_id, **kw)
 
     def commands(self, *cmds):
         self.publish("$CONTROL/twin/v1", json.dumps({"commands": list(cmds)}))
