@@ -47,7 +47,9 @@ class Certs:
         self.dir = Path(d)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ca = self._self_signed("ca", "mosquitto-twin test CA", ca=True)
-        self.server_cert, self.server_key = self.issue("server", "localhost", san="localhost")
+        self.server_cert, self.server_key = self.issue(
+            "server", "localhost", san="DNS:localhost,IP:127.0.0.1"
+        )
 
     def _key(self, name):
         key = self.dir / f"{name}.key"
@@ -75,7 +77,7 @@ class Certs:
                  cwd=self.dir)
         ext = []
         if san:
-            (self.dir / f"{name}.ext").write_text(f"subjectAltName=DNS:{san}\n")
+            (self.dir / f"{name}.ext").write_text(f"subjectAltName={san}\n")
             ext = ["-extfile", f"{name}.ext"]
         _openssl("x509", "-req", "-in", csr.name, "-CA", "ca.crt", "-CAkey", "ca.key",
                  "-CAcreateserial", "-days", "2", "-out", cert.name, *ext, cwd=self.dir)

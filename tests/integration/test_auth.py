@@ -3,7 +3,9 @@ device SAS tokens, shared access policies for back ends and gateways, token
 expiry, SIGHUP, disabling and deleting devices, and the topic ACL."""
 
 import json
+import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -358,3 +360,39 @@ def test_sas_mode_needs_a_hostname(start_broker):
     broker = start_broker(options={"auth": "sas"}, wait=False)
     assert broker.wait_exit() != 0
     assert "plugin_opt_auth sas needs plugin_opt_hostname" in broker.log()
+
+
+def test_twin_token_credentials_work_with_mosquitto_clients(hub):
+    """The README's way in for shell users: twin-token turns connection
+    strings into MQTT credentials for mosquitto_rr and mosquitto_sub."""
+    tool = os.environ.get("TWIN_TOKEN")
+    if not tool:
+        pytest.skip("TWIN_TOKEN (the twin-token binary) not given")
+
+    def creds(cs):
+        run = lambda *a: subprocess.run([tool, *a, cs], check=True, capture_output=True,
+                                        text=True).stdout.strip()
+        return ["-u", run("--username"), "-P", run("--ttl", "60")]
+
+    port = ["-h", "127.0.0.1", "-p", str(hub.port)]
+    rr = ["mosquitto_rr", *port, "-t", "$CONTROL/twin/v1", "-e", "$CONTROL/twin/v1/response",
+          "-W", "5"]
+    owner = f"HostName={HOST};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}"
+    out = subprocess.run([*rr, *creds(owner), "-m", json.dumps(
+        {"commands": [{"command": "createDevice", "deviceId": "dev1"}]})],
+        check=True, capture_output=True, text=True).stdout
+    key = json.loads(out)["responses"][0]["data"]["authentication"]["symmetricKey"]["primaryKey"]
+    device = f"HostName={HOST};DeviceId=dev1;SharedAccessKey={key}"
+    sub = subprocess.Popen(["mosquitto_sub", *port, "-i", "dev1", *creds(device), "-q", "1",
+                            "-t", "$iothub/twin/PATCH/properties/desired/#", "-C", "1",
+                            "-W", "10"], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 5
+    while hub.admin.twin("dev1")["connectionState"] != "Connected":
+        assert time.monotonic() < deadline, "mosquitto_sub did not connect as dev1"
+        time.sleep(0.05)
+    subprocess.run([*rr, *creds(owner), "-m", json.dumps({"commands": [{
+        "command": "updateTwin", "deviceId": "dev1",
+        "twin": {"properties": {"desired": {"fan": "on"}}}}]})], check=True,
+        capture_output=True)
+    out, _ = sub.communicate(timeout=10)
+    assert json.loads(out) == {"fan": "on", "$version": 2}

@@ -8,6 +8,7 @@ wait with bounded timeouts, so no test relies on sleeps to see a message.
 import itertools
 import json
 import queue
+import ssl
 import threading
 import time
 
@@ -43,7 +44,9 @@ class Client:
         if username is not None:
             self.client.username_pw_set(username, password)
         if tls is not None:
-            self.client.tls_set(ca_certs=tls[0], certfile=tls[1], keyfile=tls[2])
+            self.client.tls_set(
+                ca_certs=tls[0], certfile=tls[1], keyfile=tls[2], tls_version=ssl.PROTOCOL_TLS_CLIENT
+            )
         connected = threading.Event()
         self.connack = None
         self.suback = queue.Queue()
