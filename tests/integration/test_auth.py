@@ -396,3 +396,25 @@ def test_twin_token_credentials_work_with_mosquitto_clients(hub):
         capture_output=True)
     out, _ = sub.communicate(timeout=10)
     assert json.loads(out) == {"fan": "on", "$version": 2}
+
+
+def test_mqtt5_client_with_bad_token_gets_reason_code_0x87(hub):
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    hub.create("dev1")
+    got, done = {}, threading.Event()
+    c = mqtt.Client(client_id="dev1", protocol=mqtt.MQTTv5)
+    c.username_pw_set(device_username(HOST, "dev1"), sas_token(f"{HOST}/devices/dev1", new_key()))
+
+    def on_connect(_c, _u, _f, rc, _p=None):
+        got["rc"] = rc.value if hasattr(rc, "value") else rc
+        done.set()
+
+    c.on_connect = on_connect
+    c.connect("127.0.0.1", hub.port)
+    c.loop_start()
+    assert done.wait(5)
+    c.loop_stop()
+    assert got["rc"] == 0x87
