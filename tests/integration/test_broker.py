@@ -13,7 +13,8 @@ import pytest
 
 from twin_clients import Backend, Device
 
-from conftest import CLOSED_LINE, DB_OPEN_LINE, PLUGIN, REPO, SANITIZE
+from conftest import CLOSED_LINE, DB_OPEN_LINE, PLUGIN, REPO, SANITIZE, free_port
+from iothub_auth import Certs, device_username, new_key, sas_token
 
 PLUGIN_LINE = f"plugin {PLUGIN}"
 
@@ -166,8 +167,8 @@ def exercise_every_plugin_path(port):
     be.close()
 
 
-@pytest.mark.skipif(SANITIZE, reason="ASan build: valgrind and ASan do not mix")
-def test_plugin_has_no_leaks_under_valgrind(start_broker, mqtt_client, tmp_path):
+def valgrind_broker(start_broker, tmp_path, **kwargs):
+    """A broker with the plugin under valgrind's leak check, and its log path."""
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind not installed (tools/install-deps installs it)")
     vg_log = tmp_path / "valgrind.log"
@@ -185,11 +186,12 @@ def test_plugin_has_no_leaks_under_valgrind(start_broker, mqtt_client, tmp_path)
             f"--log-file={vg_log}",
         ],
         ready_timeout=60,
+        **kwargs,
     )
-    client = mqtt_client(b, "valgrind-client")
-    client.publish("plain/topic", b"hello", qos=1).wait_for_publish(timeout=10)
-    client.disconnect()
-    exercise_every_plugin_path(b.port)
+    return b, vg_log
+
+
+def assert_no_leaks_of_ours(b, vg_log):
     rc = b.stop(timeout=60)
     assert CLOSED_LINE in b.log()
     records = valgrind_records(vg_log.read_text())
@@ -198,3 +200,59 @@ def test_plugin_has_no_leaks_under_valgrind(start_broker, mqtt_client, tmp_path)
     # 99: valgrind found errors, none of them ours (e.g. LMDB writing page padding).
     assert rc in (0, 99), b.log()
     assert any("ERROR SUMMARY" in r for r in records), vg_log.read_text()
+
+
+@pytest.mark.skipif(SANITIZE, reason="ASan build: valgrind and ASan do not mix")
+def test_plugin_has_no_leaks_under_valgrind(start_broker, mqtt_client, tmp_path):
+    b, vg_log = valgrind_broker(start_broker, tmp_path)
+    client = mqtt_client(b, "valgrind-client")
+    client.publish("plain/topic", b"hello", qos=1).wait_for_publish(timeout=10)
+    client.disconnect()
+    exercise_every_plugin_path(b.port)
+    assert_no_leaks_of_ours(b, vg_log)
+
+
+@pytest.mark.skipif(SANITIZE, reason="ASan build: valgrind and ASan do not mix")
+def test_plugin_has_no_leaks_under_valgrind_in_sas_mode(start_broker, tmp_path):
+    """Authentication paths: SAS and X.509 devices, policy back ends, bad
+    credentials, token expiry, rights, disabling and deleting devices."""
+    certs = Certs(tmp_path / "pki")
+    cert = certs.self_signed("vg-x509", "vg-x509")
+    tls_port, key = free_port(), new_key()
+    b, vg_log = valgrind_broker(
+        start_broker,
+        tmp_path,
+        options={"auth": "sas", "hostname": "vg.test", "policy_iothubowner": f"all:{key}",
+                 "policy_service": f"serviceConnect:{key}"},
+        config=[f"listener {tls_port} 127.0.0.1", f"cafile {certs.bundle(cert[0])}",
+                f"certfile {certs.server_cert}", f"keyfile {certs.server_key}",
+                "require_certificate true"],
+    )
+    admin = Backend(b.port, "vg-admin", username="iothubowner",
+                    password=sas_token("vg.test", key, policy="iothubowner"))
+    r = admin.command(command="createDevice", deviceId="vg-sas")
+    dev_key = r["data"]["authentication"]["symmetricKey"]["primaryKey"]
+    admin.command(command="createDevice", deviceId="vg-x509", device={"authentication": {
+        "type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": Certs.thumbprint(cert[0])}}})
+    user = device_username("vg.test", "vg-sas")
+    dev = Device(b.port, "vg-sas", username=user,
+                 password=sas_token("vg.test/devices/vg-sas", dev_key, ttl=3))
+    dev.get()
+    dev.patch({"fw": "1.0"})
+    dev.publish("devices/vg-sas/messages/events/", "t")
+    bad = Device(b.port, "vg-sas", username=user,
+                 password=sas_token("vg.test/devices/vg-sas", new_key()), refused_ok=True)
+    assert bad.connack[0] == 5
+    x509 = Device(tls_port, "vg-x509", username=device_username("vg.test", "vg-x509"),
+                  tls=(str(certs.ca), str(cert[0]), str(cert[1])))
+    x509.get()
+    service = Backend(b.port, "vg-service", username="service",
+                      password=sas_token("vg.test", key, policy="service"))
+    assert service.command(command="createDevice", deviceId="x")["status"] == 401
+    assert dev.closed.wait(30), "token expiry did not close the connection"
+    admin.command(command="updateDevice", deviceId="vg-x509", device={"status": "disabled"})
+    assert x509.closed.wait(30)
+    assert admin.command(command="deleteDevice", deviceId="vg-sas")["status"] == 204
+    for c in (admin, service):
+        c.close()
+    assert_no_leaks_of_ours(b, vg_log)
