@@ -418,3 +418,15 @@ def test_mqtt5_client_with_bad_token_gets_reason_code_0x87(hub):
     assert done.wait(5)
     c.loop_stop()
     assert got["rc"] == 0x87
+
+
+@pytest.mark.parametrize("anonymous,admitted", [("false", False), ("true", True)])
+def test_open_mode_null_username_follows_allow_anonymous(start_broker, anonymous, admitted):
+    """Even open mode admits a client without a username only when the
+    broker would: the plugin defers, and allow_anonymous decides."""
+    broker = start_broker(config=[f"allow_anonymous {anonymous}"])
+    d = Device(broker.port, "dev1", refused_ok=True)
+    assert (d.connack[0] == 0) == admitted
+    if admitted:
+        assert d.get()["reported"]["$version"] == 1
+        d.close()
