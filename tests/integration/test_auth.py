@@ -430,3 +430,24 @@ def test_open_mode_null_username_follows_allow_anonymous(start_broker, anonymous
     if admitted:
         assert d.get()["reported"]["$version"] == 1
         d.close()
+
+
+@pytest.mark.parametrize(
+    "options,line",
+    [
+        ({"auth": "anonymous"}, "plugin_opt_auth must be sas, open or external, got 'anonymous'"),
+        ({"auth": "sas", "hostname": "a/b"}, "plugin_opt_hostname must be a host name"),
+        ({"policy_svc": f"serviceConnect:{'A' * 8}"}, "plugin_opt_policy_svc:"),
+        ({"policy_svc": f"fly:{new_key()}"}, "plugin_opt_policy_svc:"),
+        ({"policy_bad!name": f"all:{new_key()}"}, "plugin_opt_policy_bad!name:"),
+    ],
+)
+def test_bad_auth_options_stop_the_broker_with_a_log_line(start_broker, options, line):
+    broker = start_broker(options=options, wait=False)
+    assert broker.wait_exit() != 0
+    log = broker.log()
+    assert line in log, log
+    # A policy error never repeats the key.
+    for value in options.values():
+        if ":" in value:
+            assert value.split(":", 1)[1] not in log
