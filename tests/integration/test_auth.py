@@ -118,10 +118,18 @@ def test_sas_resource_match_is_case_insensitive_and_accepts_lowercase_escapes(hu
         d.close()
 
 
-def test_sas_username_legacy_form_is_accepted(hub):
+@pytest.mark.parametrize(
+    "username",
+    [
+        f"{HOST}/dev1/api-version=2016-11-14&DeviceClientType=x",  # legacy, no '?'
+        f"{HOST}/dev1/?api-version=2021-04-12&unknown=1&DeviceClientType=x",  # unknown ignored
+        f"{HOST}/dev1",  # no query at all (project decision)
+        "another.host/dev1/?api-version=2021-04-12",  # the host is not compared
+    ],
+)
+def test_sas_username_forms_are_accepted(hub, username):
     hub.create("dev1")
-    d = hub.device("dev1", username=f"{HOST}/dev1/api-version=2016-11-14&DeviceClientType=x")
-    d.close()
+    hub.device("dev1", username=username).close()
 
 
 def _tamper_sig(token):
