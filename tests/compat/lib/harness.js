@@ -12,6 +12,16 @@
  * with the openssl CLI once per test file. Each broker also has a plain
  * listener (plainPort) for back-end helpers such as setDesired().
  *
+ * Authentication (plugin_opt_auth): brokers run in sas mode unless a test asks
+ * for another, as a production hub would: hub host name "localhost", one
+ * shared access policy `iothubowner` (all rights) with a random key made per
+ * broker. Back-end helpers (control(), createDevice(), setDesired()) connect
+ * as that policy with a service SAS token, like an IoT Hub service client;
+ * ctx.client(deviceId) creates the device through the control API and puts
+ * its primary key into the SDK's connection string, so the SDK signs its own
+ * tokens with a real key. In open mode any key works (the token is not
+ * checked) and unknown devices are registered on first connect.
+ *
  * Environment (set by ctest through run.sh):
  *   TWIN_PLUGIN    mosquitto_twin.so (default <repo>/build/plugin/mosquitto_twin.so)
  *   MOSQUITTO      the broker (default /usr/sbin/mosquitto)
@@ -26,8 +36,9 @@
  *     takes the port from that URL (default 8883). So the connection string
  *     carries `GatewayHostName=localhost:PORT` and keeps `HostName=localhost`
  *     clean: HostName alone forms the MQTT username host segment and the SAS
- *     token's `sr` (localhost%2Fdevices%2F{id}), exactly as with a real hub.
- *     (`HostName=localhost:PORT` works too, but puts ":PORT" into both.)
+ *     token's `sr` (localhost%2Fdevices%2F{id}), exactly as with a real hub,
+ *     and it matches plugin_opt_hostname. (`HostName=localhost:PORT` would
+ *     put ":PORT" into both, and sas mode would refuse the token's `sr`.)
  *   - Trust: client.setOptions({ ca: PEM }) reaches mqtt.js as the TLS `ca`
  *     option (azure-iot-mqtt-base/dist/mqtt_base.js, _connectClient); it
  *     replaces the system roots for that client. setOptions also accepts a file
@@ -35,6 +46,16 @@
  *     mqtt.js sets servername = "localhost", so chain and host name are checked.
  *     (NODE_EXTRA_CA_CERTS=ca.crt would also work, but only process-wide and
  *     read at start-up; setOptions is what a device application does.)
+ *   - setOptions replaces, not merges: the transport keeps only the options
+ *     object of the last call (azure-iot-mqtt-base MqttBase.setOptions), so a
+ *     second setOptions({ tokenRenewal }) would drop `ca` and the next
+ *     connect would fail verification. createClient() makes one call.
+ *   - Token renewal: the SDK signs tokens valid tokenValidTimeInSeconds
+ *     (3600) and renews every (valid - tokenRenewalMarginInSeconds) seconds
+ *     (45 min) by DISCONNECT + CONNECT of the same client id, clean session 0
+ *     (azure-iot-device sak_authentication_provider.js, mqtt_base.js
+ *     'reconnecting'). setOptions({ tokenRenewal }) changes both; the
+ *     device Client emits no event for a renewal.
  *   - Address: "localhost" must reach the listener on 127.0.0.1. Node 17+
  *     returns getaddrinfo's order (::1 may come first) and Node 18 has no
  *     happy-eyeballs fallback, so dns.setDefaultResultOrder('ipv4first').
@@ -51,6 +72,9 @@ const tls = require('node:tls');
 
 const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
+// Installed with the SDK (its dependencies); the SDK signs with these too.
+const { SharedAccessSignature, encodeUriComponentStrict } = require('azure-iot-common');
+const mqtt = require('mqtt');
 
 dns.setDefaultResultOrder('ipv4first');
 
@@ -66,6 +90,13 @@ const DB_OPEN_LINE = 'mosquitto-twin: database open at ';
 // loop: a SIGTERM sent earlier is lost (2.0.11 sets run = 1 after this line).
 const RUNNING_LINE = /mosquitto version \S+ running/;
 const SANITIZER_REPORTS = /ERROR: (Address|Leak)Sanitizer|: runtime error: /;
+
+/** sas mode: the hub host name tokens must name (plugin_opt_hostname). */
+const HUB_HOST = 'localhost';
+/** sas mode: the back ends' shared access policy (plugin_opt_policy_iothubowner). */
+const OWNER_POLICY = 'iothubowner';
+const CONTROL_TOPIC = '$CONTROL/twin/v1';
+const CONTROL_RESPONSE_TOPIC = '$CONTROL/twin/v1/response';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -91,6 +122,11 @@ async function waitFor(ms, predicate, what) {
     if (Date.now() >= deadline) throw new Error(`${what}: not within ${ms} ms`);
     await sleep(50);
   }
+}
+
+/** A random 32-byte key, base64, as IoT Hub generates them. */
+function randomKey() {
+  return crypto.randomBytes(32).toString('base64');
 }
 
 /** A free TCP port of 127.0.0.1 right now (bind 0, read it, close). */
@@ -199,12 +235,27 @@ function sanitizerEnv() {
  * One mosquitto with the plugin: a TLS listener for the SDK (port) and a plain
  * one (plainPort) for back-end helpers, both on 127.0.0.1. With persistence,
  * MQTT sessions are saved in <workdir>/persist/ at SIGTERM and loaded at the
- * next start(). start() after stop() reuses ports, config and directories;
- * the log keeps growing (log(true) is the current run).
+ * next start(). start() after stop() reuses ports, config, keys and
+ * directories; the log keeps growing (log(true) is the current run).
+ *
+ * auth: 'sas' (default) writes plugin_opt_auth sas, plugin_opt_hostname
+ * localhost and plugin_opt_policy_iothubowner all:<ownerKey>, with a fresh
+ * random ownerKey; 'open' or 'external' only plugin_opt_auth. pluginOptions
+ * (plugin_opt_* without the prefix) are added last and override those.
  */
 class Broker {
-  constructor(workdir, certs, { persistence = false, readyTimeoutMs = 10000 } = {}) {
+  constructor(
+    workdir,
+    certs,
+    { auth = 'sas', persistence = false, readyTimeoutMs = 10000, pluginOptions = {} } = {},
+  ) {
     this.workdir = workdir;
+    this.auth = auth;
+    this.ownerKey = auth === 'sas' ? randomKey() : null;
+    const authOptions = auth === 'sas'
+      ? { auth, hostname: HUB_HOST, [`policy_${OWNER_POLICY}`]: `all:${this.ownerKey}` }
+      : { auth };
+    this.pluginOptions = Object.entries({ ...authOptions, ...pluginOptions });
     this.certs = certs;
     this.persistence = persistence;
     this.readyTimeoutMs = readyTimeoutMs;
@@ -237,6 +288,7 @@ class Broker {
     lines.push(
       `plugin ${PLUGIN}`,
       `plugin_opt_db_path ${this.dbPath}`,
+      ...this.pluginOptions.map(([k, v]) => `plugin_opt_${k} ${v}`),
       '',
       `listener ${this.port} 127.0.0.1`,
       `cafile ${this.certs.ca}`,
@@ -354,6 +406,18 @@ class Broker {
     }
   }
 
+  /**
+   * A service SAS token of the iothubowner policy (sas mode), valid
+   * `ttlSeconds`: sr = the hub host name, skn = the policy, signed by
+   * azure-iot-common as the SDKs do (PROTOCOL.md §1.2, §7).
+   */
+  serviceToken(ttlSeconds = 3600) {
+    assert.equal(this.auth, 'sas', 'service tokens are for sas mode');
+    const expiry = Math.floor(Date.now() / 1000) + ttlSeconds;
+    return SharedAccessSignature.create(encodeUriComponentStrict(HUB_HOST), OWNER_POLICY,
+      this.ownerKey, expiry).toString();
+  }
+
   /** Log lines where ASan or UBSan reported an error. */
   sanitizerReports() {
     return this.log().split('\n').filter((ln) => SANITIZER_REPORTS.test(ln));
@@ -361,30 +425,33 @@ class Broker {
 }
 
 /**
- * A device connection string for the open mode of this issue: any base64 key
- * works because the SAS token is not verified yet. See the header for why
- * GatewayHostName carries the port.
+ * A device connection string for `deviceId` on `broker` with the device key
+ * `key` (base64). See the header for why GatewayHostName carries the port.
  */
-function connectionString(broker, deviceId) {
-  const key = crypto.randomBytes(32).toString('base64');
-  return `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key};` +
+function connectionString(broker, deviceId, key) {
+  return `HostName=${HUB_HOST};DeviceId=${deviceId};SharedAccessKey=${key};` +
     `GatewayHostName=localhost:${broker.port}`;
 }
 
 /**
- * An SDK device client (MQTT over TLS) for `deviceId` on `broker`, trusting
- * the test CA. Not opened. Its 'disconnect' and 'error' events are recorded in
- * client.events (with times) so a test can show what the SDK went through.
+ * An SDK device client (MQTT over TLS) for `deviceId` on `broker` with the
+ * device key `key`, trusting the test CA. Not opened. `tokenRenewal`
+ * ({ tokenValidTimeInSeconds, tokenRenewalMarginInSeconds }) goes into the
+ * same setOptions call as the CA (see the header). Its 'connect',
+ * 'disconnect' and 'error' events are recorded in client.events (with times)
+ * so a test can show what the SDK went through.
  */
-async function createClient(broker, deviceId) {
-  const client = Client.fromConnectionString(connectionString(broker, deviceId), Mqtt);
+async function createClient(broker, deviceId, key, { tokenRenewal } = {}) {
+  const client = Client.fromConnectionString(connectionString(broker, deviceId, key), Mqtt);
   client.events = [];
   client.on('disconnect', (r) => client.events.push({ at: Date.now(), event: 'disconnect',
     detail: String(r && r.reason ? r.reason : r) }));
   client.on('error', (e) => client.events.push({ at: Date.now(), event: 'error',
     detail: String(e) }));
   client.on('connect', () => client.events.push({ at: Date.now(), event: 'connect' }));
-  await within(5000, client.setOptions({ ca: broker.certs.caPem }), 'client.setOptions');
+  const options = { ca: broker.certs.caPem };
+  if (tokenRenewal) options.tokenRenewal = tokenRenewal;
+  await within(5000, client.setOptions(options), 'client.setOptions');
   return client;
 }
 
@@ -411,44 +478,90 @@ function sectionData(section) {
   return out;
 }
 
+let backendCount = 0;
+
 /**
- * Change the desired properties of `deviceId` from the back end, the way a
- * service would: an `updateTwin` command on the control API
- * ($CONTROL/twin/v1) over the plain listener. The broker answers only the
- * requesting client, on $CONTROL/twin/v1/response, after the commit; the
- * device is notified in the same step. Resolves with the command's response.
+ * Run control API commands ($CONTROL/twin/v1) as a back end, over the plain
+ * listener: in sas mode connected as the iothubowner policy (username = the
+ * policy name, password = a service SAS token), otherwise anonymously. The
+ * broker answers only the requesting client, on $CONTROL/twin/v1/response,
+ * after the commit. Resolves with the `responses` array, one per command in
+ * order; statuses are the caller's to check.
  */
-async function setDesired(broker, deviceId, patch) {
-  const mqtt = require('mqtt'); // installed with the SDK
+async function control(broker, commands) {
+  const credentials = broker.auth === 'sas'
+    ? { username: OWNER_POLICY, password: broker.serviceToken() }
+    : {};
+  backendCount += 1;
   const client = mqtt.connect(`mqtt://127.0.0.1:${broker.plainPort}`, {
-    clientId: `backend-${process.pid}-${Date.now()}`, clean: true, reconnectPeriod: 0,
+    clientId: `backend-${process.pid}-${backendCount}`, clean: true, reconnectPeriod: 0,
+    ...credentials,
   });
+  const what = commands.map((c) => c.command).join(', ');
   try {
     await within(10000, new Promise((resolve, reject) => {
       client.once('connect', resolve);
       client.once('error', reject);
     }), 'back-end connect');
-    const response = within(10000, new Promise((resolve) => {
+    const granted = await within(10000, new Promise((resolve, reject) => {
+      client.subscribe(CONTROL_RESPONSE_TOPIC, { qos: 1 },
+        (err, g) => (err ? reject(err) : resolve(g)));
+    }), `back-end SUBSCRIBE ${CONTROL_RESPONSE_TOPIC}`);
+    if (granted[0].qos === 128) {
+      throw new Error(`${CONTROL_RESPONSE_TOPIC} refused to the back end`);
+    }
+    const response = new Promise((resolve) => {
       client.on('message', (topic, payload) => {
-        if (topic === '$CONTROL/twin/v1/response') resolve(JSON.parse(payload.toString()));
+        if (topic === CONTROL_RESPONSE_TOPIC) resolve(JSON.parse(payload.toString()));
       });
-    }), 'updateTwin response');
-    client.publish('$CONTROL/twin/v1', JSON.stringify({
-      commands: [{ command: 'updateTwin', deviceId, twin: { properties: { desired: patch } } }],
-    }), { qos: 1 });
-    const r = (await response).responses[0];
-    if (r.status !== 200) throw new Error(`updateTwin failed: ${JSON.stringify(r)}`);
-    return r;
+    });
+    client.publish(CONTROL_TOPIC, JSON.stringify({ commands }), { qos: 1 });
+    return (await within(10000, response, `control API response to ${what}`)).responses;
   } finally {
     client.end(true);
   }
 }
 
+/** One control API command; throws unless it answered `status` (200). */
+async function command(broker, cmd, status = 200) {
+  const [r] = await control(broker, [cmd]);
+  if (!r || r.status !== status) {
+    throw new Error(`${cmd.command} ${cmd.deviceId}: expected ${status}, got ${JSON.stringify(r)}`);
+  }
+  return r;
+}
+
 /**
- * Run `body(ctx)` against a fresh broker; stop it afterwards, fail on
- * sanitizer reports, and attach the broker log to any failure.
- * ctx = { broker, clients: [], client(deviceId) } - clients made through
- * ctx.client() are closed at the end.
+ * Create the device identity `deviceId` (sas authentication, keys generated
+ * by the broker). Resolves with the identity; its keys are in
+ * identity.authentication.symmetricKey.{primaryKey,secondaryKey}.
+ */
+async function createDevice(broker, deviceId) {
+  return (await command(broker, { command: 'createDevice', deviceId })).data;
+}
+
+/** The back end's view of the twin of `deviceId` (getTwin). */
+async function getTwin(broker, deviceId) {
+  return (await command(broker, { command: 'getTwin', deviceId })).data;
+}
+
+/**
+ * Change the desired properties of `deviceId` from the back end, the way a
+ * service would: an `updateTwin` command; the device is notified in the same
+ * step as the commit. Resolves with the command's response.
+ */
+function setDesired(broker, deviceId, patch) {
+  return command(broker,
+    { command: 'updateTwin', deviceId, twin: { properties: { desired: patch } } });
+}
+
+/**
+ * Run `body(ctx)` against a fresh broker (options: see Broker); stop it
+ * afterwards, fail on sanitizer reports, and attach the broker log to any
+ * failure. ctx = { broker, clients: [], client(deviceId, opts) }.
+ * ctx.client(deviceId, { key, tokenRenewal }) makes an SDK client (not
+ * opened) that is closed at the end. Without `key`, in sas mode the device is
+ * created first and its primary key used; in open mode any key will do.
  */
 async function withBroker(t, workdir, certs, options, body) {
   const name = t.name.replace(/[^A-Za-z0-9_.-]/g, '_');
@@ -457,8 +570,14 @@ async function withBroker(t, workdir, certs, options, body) {
   const ctx = {
     broker,
     clients,
-    async client(deviceId) {
-      const c = await createClient(broker, deviceId);
+    async client(deviceId, { key, tokenRenewal } = {}) {
+      let deviceKey = key;
+      if (deviceKey === undefined) {
+        deviceKey = broker.auth === 'sas'
+          ? (await createDevice(broker, deviceId)).authentication.symmetricKey.primaryKey
+          : randomKey();
+      }
+      const c = await createClient(broker, deviceId, deviceKey, { tokenRenewal });
       clients.push(c);
       return c;
     },
@@ -499,16 +618,113 @@ function tail(text, lines) {
   return all.slice(Math.max(0, all.length - lines)).join('\n');
 }
 
+/**
+ * Register the before/after hooks of a test file (node:test): a private work
+ * directory and test certificates, shared by the file's brokers, removed
+ * after the last test unless a test failed or TWIN_COMPAT_KEEP=1. Returns an
+ * object whose `workdir` and `certs` are set once the before hook has run.
+ */
+function useWorkdir() {
+  const { after, before } = require('node:test');
+  const files = { workdir: null, certs: null };
+  before(() => {
+    files.workdir = makeWorkdir();
+    files.certs = makeCerts(path.join(files.workdir, 'certs'));
+  });
+  after(() => {
+    if (state.failed > 0 || process.env.TWIN_COMPAT_KEEP === '1') {
+      console.log(`compat: broker logs and configs kept in ${files.workdir}`);
+    } else {
+      fs.rmSync(files.workdir, { recursive: true, force: true });
+    }
+    // A test that failed mid-operation may leave an SDK timer or socket
+    // behind; do not let it hold the process (and ctest) open once results
+    // are out.
+    setTimeout(() => process.exit(process.exitCode || 0), 5000).unref();
+  });
+  return files;
+}
+
+/** Limit for one SDK operation (open, getTwin, reported update) on loopback. */
+const OP_MS = 10000;
+const DESIRED_FILTER = '$iothub/twin/PATCH/properties/desired/#';
+
+const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * The broker's line for a CONNECT of `clientId` (mosquitto 2.0.11 format);
+ * groups: clean session, keep-alive, username. `flags` 'g' to count them.
+ */
+const connectedRe = (clientId, flags = '') => new RegExp(
+  `New client connected from \\S+ as ${escapeRe(clientId)} \\(p2, c(\\d), k(\\d+), u'([^']*)'\\)`,
+  flags);
+
+/** The broker's CONNACK line for `clientId`; groups: session present, return code. */
+const connackRe = (clientId, flags = '') => new RegExp(
+  `Sending CONNACK to ${escapeRe(clientId)} \\((\\d), (\\d+)\\)`, flags);
+
+/** The broker's log_type subscribe line: "<client id> <qos> <filter>". */
+const subscribedRe = (clientId, filter) => new RegExp(
+  `^\\d+: ${escapeRe(clientId)} (\\d) ${escapeRe(filter)}$`, 'm');
+
+/** Open `client` and get its twin; returns the Twin, its 'error' events in twin.errors. */
+async function openTwin(client) {
+  await within(OP_MS, client.open(), 'client.open()');
+  const twin = await within(OP_MS, client.getTwin(), 'client.getTwin()');
+  twin.errors = [];
+  twin.on('error', (err) => twin.errors.push(err));
+  return twin;
+}
+
+/**
+ * Collect desired notifications (adding the listener makes the SDK
+ * subscribe); next(v) resolves with the first one of $version v.
+ */
+function collectDesired(twin) {
+  const seen = [];
+  const waiters = [];
+  twin.on('properties.desired', (delta) => {
+    seen.push(JSON.parse(JSON.stringify(delta)));
+    for (const w of waiters.splice(0)) w();
+  });
+  return {
+    seen,
+    async next(version, what) {
+      const found = () => seen.find((d) => d.$version === version);
+      while (!found()) {
+        await within(OP_MS, new Promise((resolve) => waiters.push(resolve)),
+          `${what}: desired notification with $version ${version} (seen: ${JSON.stringify(seen)})`);
+      }
+      return found();
+    },
+  };
+}
+
 module.exports = {
   Broker,
+  HUB_HOST,
   PLUGIN,
   MOSQUITTO,
   SANITIZE,
   closeQuietly,
+  command,
   connectionString,
+  control,
   createClient,
+  createDevice,
+  getTwin,
   makeCerts,
   makeWorkdir,
+  randomKey,
+  OP_MS,
+  DESIRED_FILTER,
+  collectDesired,
+  connackRe,
+  connectedRe,
+  escapeRe,
+  openTwin,
+  subscribedRe,
+  useWorkdir,
   sectionData,
   setDesired,
   sleep,

@@ -4,11 +4,13 @@
  * (azure-iot-device + azure-iot-device-mqtt, versions pinned in
  * package-lock.json) using device twins on mosquitto + mosquitto-twin.
  *
- * Open mode (this issue): identity = MQTT client id = deviceId, unknown
- * devices are registered on first connect, the SAS token the SDK computes
- * from the connection string is not verified yet. Each test starts its own
- * broker (lib/harness.js) and uses a fresh device, so every twin starts at
- * desired and reported $version 1 (PROTOCOL.md §2.3).
+ * SAS mode with real keys (PROTOCOL.md §1): each test starts its own broker
+ * (lib/harness.js) with an iothubowner policy, creates a fresh device through
+ * the control API and hands its primary key to the SDK in the connection
+ * string; the SDK signs its own tokens, the broker verifies them. Every twin
+ * starts at desired and reported $version 1 (PROTOCOL.md §2.3).
+ * Authentication itself (token renewal, wrong keys, open mode) is in
+ * sdk_auth.test.js.
  *
  * What the SDK does on the wire and why it matters is in PROTOCOL.md §1.5;
  * the tests below are the executable form of that table. Every SDK call is
@@ -17,14 +19,13 @@
  * Run: tests/compat/run.sh (npm ci + node --test), with TWIN_PLUGIN set.
  */
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
-const path = require('node:path');
-const { after, before, test } = require('node:test');
+const { test } = require('node:test');
 
 const h = require('../lib/harness');
 
-/** Limit for one SDK operation (open, getTwin, reported update) on loopback. */
-const OP_MS = 10000;
+const { OP_MS, DESIRED_FILTER, collectDesired, connackRe, connectedRe, openTwin,
+  subscribedRe } = h;
+
 /**
  * Limit for the SDK to reconnect by itself after the broker restarts. Its
  * retry policy (azure-iot-common ExponentialBackOffWithJitter) retries at once,
@@ -32,69 +33,11 @@ const OP_MS = 10000;
  * after 240 s), so a broker down ~1 s is back within ~3 s; 30 s is generous.
  */
 const RECONNECT_MS = 30000;
-const DESIRED_FILTER = '$iothub/twin/PATCH/properties/desired/#';
 
-let workdir;
-let certs;
-
-before(() => {
-  workdir = h.makeWorkdir();
-  certs = h.makeCerts(path.join(workdir, 'certs'));
-});
-
-after(() => {
-  if (h.state.failed > 0 || process.env.TWIN_COMPAT_KEEP === '1') {
-    console.log(`compat: broker logs and configs kept in ${workdir}`);
-  } else {
-    fs.rmSync(workdir, { recursive: true, force: true });
-  }
-  // A test that failed mid-operation may leave an SDK timer or socket behind;
-  // do not let it hold the process (and ctest) open once results are out.
-  setTimeout(() => process.exit(process.exitCode || 0), 5000).unref();
-});
-
-const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
-/** The broker's line for the device's CONNECT (mosquitto 2.0.11 format). */
-const connectedRe = (deviceId) => new RegExp(
-  `New client connected from \\S+ as ${escapeRe(deviceId)} \\(p2, c(\\d), k(\\d+), u'([^']*)'\\)`);
-
-/** The broker's log_type subscribe line: "<client id> <qos> <filter>". */
-const subscribedRe = (deviceId, filter) => new RegExp(
-  `^\\d+: ${escapeRe(deviceId)} (\\d) ${escapeRe(filter)}$`, 'm');
-
-/** Open `client` and get its twin; returns the Twin. */
-async function openTwin(client) {
-  await h.within(OP_MS, client.open(), 'client.open()');
-  const twin = await h.within(OP_MS, client.getTwin(), 'client.getTwin()');
-  twin.errors = [];
-  twin.on('error', (err) => twin.errors.push(err));
-  return twin;
-}
-
-/** Collect desired notifications; resolves `next(v)` once one has $version v. */
-function collectDesired(twin) {
-  const seen = [];
-  const waiters = [];
-  twin.on('properties.desired', (delta) => {
-    seen.push(JSON.parse(JSON.stringify(delta)));
-    for (const w of waiters.splice(0)) w();
-  });
-  return {
-    seen,
-    async next(version, what) {
-      const found = () => seen.find((d) => d.$version === version);
-      while (!found()) {
-        await h.within(OP_MS, new Promise((resolve) => waiters.push(resolve)),
-          `${what}: desired notification with $version ${version} (seen: ${JSON.stringify(seen)})`);
-      }
-      return found();
-    },
-  };
-}
+const files = h.useWorkdir();
 
 test('test_sdk_get_twin', { timeout: 60000 }, async (t) => {
-  await h.withBroker(t, workdir, certs, {}, async (ctx) => {
+  await h.withBroker(t, files.workdir, files.certs, {}, async (ctx) => {
     const client = await ctx.client('compat-dev-1');
     const twin = await openTwin(client);
 
@@ -104,7 +47,7 @@ test('test_sdk_get_twin', { timeout: 60000 }, async (t) => {
 });
 
 test('test_sdk_update_reported', { timeout: 60000 }, async (t) => {
-  await h.withBroker(t, workdir, certs, {}, async (ctx) => {
+  await h.withBroker(t, files.workdir, files.certs, {}, async (ctx) => {
     const client = await ctx.client('compat-dev-2');
     const twin = await openTwin(client);
 
@@ -120,7 +63,7 @@ test('test_sdk_update_reported', { timeout: 60000 }, async (t) => {
 
 
 test('test_sdk_receives_desired_patch', { timeout: 60000 }, async (t) => {
-  await h.withBroker(t, workdir, certs, {}, async (ctx) => {
+  await h.withBroker(t, files.workdir, files.certs, {}, async (ctx) => {
     const deviceId = 'compat-dev-3';
     const client = await ctx.client(deviceId);
     const twin = await openTwin(client);
@@ -167,19 +110,18 @@ async function connectThenRestart(t, ctx, deviceId) {
   const reconnectAt = Date.now();
   t.diagnostic(`broker down ${readyAt - stopAt} ms; SDK reconnected ` +
     `${reconnectAt - readyAt} ms after the broker was ready`);
-  await broker.waitForLog(new RegExp(`Sending CONNACK to ${escapeRe(deviceId)} \\((\\d), 0\\)`),
-    OP_MS, 'CONNACK to the reconnected SDK');
-  const connack = broker.log(true).match(
-    new RegExp(`Sending CONNACK to ${escapeRe(deviceId)} \\((\\d), 0\\)`));
-  assert.equal(connack[1], '1', 'the restarted broker resumes the SDK session (session present)');
-  const resubscribed = new RegExp(`Received SUBSCRIBE from ${escapeRe(deviceId)}`)
+  const connack = await broker.waitForLog(connackRe(deviceId), OP_MS,
+    'CONNACK to the reconnected SDK');
+  assert.deepEqual(connack.slice(1), ['1', '0'],
+    'the restarted broker accepts the token and resumes the SDK session (session present)');
+  const resubscribed = new RegExp(`Received SUBSCRIBE from ${h.escapeRe(deviceId)}`)
     .test(broker.log(true));
   t.diagnostic(`SDK re-subscribed after reconnecting: ${resubscribed}`);
   return { client, twin, desired };
 }
 
 test('test_sdk_survives_broker_restart', { timeout: 120000 }, async (t) => {
-  await h.withBroker(t, workdir, certs, { persistence: true }, async (ctx) => {
+  await h.withBroker(t, files.workdir, files.certs, { persistence: true }, async (ctx) => {
     const { client, twin } = await connectThenRestart(t, ctx, 'compat-dev-4');
 
     const again = await h.within(OP_MS, client.getTwin(), 'client.getTwin() after the restart');
@@ -195,7 +137,7 @@ test('test_sdk_survives_broker_restart', { timeout: 120000 }, async (t) => {
 
 test('test_sdk_receives_desired_patch_after_broker_restart',
   { timeout: 120000 }, async (t) => {
-    await h.withBroker(t, workdir, certs, { persistence: true }, async (ctx) => {
+    await h.withBroker(t, files.workdir, files.certs, { persistence: true }, async (ctx) => {
       const deviceId = 'compat-dev-5';
       const { twin, desired } = await connectThenRestart(t, ctx, deviceId);
 
