@@ -119,3 +119,58 @@ def test_external_mode_devices_are_isolated(external):
     dev1.nothing("$CONTROL/", within=0.5)
     for c in (dev1, dev2):
         c.close()
+
+
+DYNSEC = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+
+
+@pytest.fixture
+def dynsec_config(tmp_path):
+    """A dynamic-security file with one client, alice, whose role allows
+    plant/# only (made by mosquitto_ctrl, then given that role)."""
+    path = tmp_path / "dynsec.json"
+    subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(path), "alice", "alice-secret"],
+                   check=True, capture_output=True)
+    data = json.loads(path.read_text())
+    data["roles"][0]["acls"] = [
+        {"acltype": t, "topic": "plant/#", "allow": True}
+        for t in ("publishClientSend", "publishClientReceive", "subscribePattern")
+    ]
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_sas_mode_with_dynamic_security_loaded_second(start_broker, dynsec_config):
+    import os
+
+    if not os.path.exists(DYNSEC):
+        pytest.skip("the dynamic-security plugin is not installed")
+    broker = start_broker(
+        options={"auth": "sas", "hostname": HOST, "policy_iothubowner": f"all:{OWNER_KEY}"},
+        config=["allow_anonymous false", f"plugin {DYNSEC}",
+                f"plugin_opt_config_file {dynsec_config}"],
+    )
+    admin = Backend(broker.port, "admin-be", username="iothubowner",
+                    password=sas_token(HOST, OWNER_KEY, policy="iothubowner"))
+    r = admin.command(command="createDevice", deviceId="dev1")
+    key = r["data"]["authentication"]["symmetricKey"]["primaryKey"]
+    dev = Device(broker.port, "dev1", username=device_username(HOST, "dev1"),
+                 password=sas_token(f"{HOST}/devices/dev1", key))
+    alice = Client(broker.port, "alice-1", username="alice", password="alice-secret")
+    wrong = Client(broker.port, "alice-2", username="alice", password="nope", refused_ok=True)
+    assert wrong.connack[0] == 5
+    # dynamic-security governs ordinary topics, for its clients and devices alike.
+    assert alice.subscribe("plant/#") == (1,)
+    assert alice.subscribe("office/#") == (128,)
+    alice.publish("plant/1/temp", "21")
+    assert alice.next("plant/1/temp")[1] == "21"
+    assert dev.subscribe("plant/#") == (128,)
+    # mosquitto-twin keeps its trees: alice is nobody there.
+    assert alice.subscribe(RES, "devices/dev1/messages/devicebound/#") == (128, 128)
+    assert alice.subscribe("$CONTROL/twin/v1/response") == (128,)
+    # The device uses its twin meanwhile.
+    assert dev.patch({"temp": 21})[0].startswith("$iothub/twin/res/204/")
+    admin.update_desired("dev1", {"fan": "on"})
+    assert dev.notification()[1] == {"fan": "on", "$version": 2}
+    for c in (admin, dev, alice):
+        c.close()
