@@ -42,6 +42,7 @@ static void msg_free(plg_msg *m)
 	free(m->rid);
 	free(m->topic);
 	free(m->payload);
+	free(m->correlation);
 }
 
 static char *dup_n(const char *s, size_t n)
@@ -166,23 +167,48 @@ static void fail_reply(plg_ctx *ctx, plg_msg *m, const twin_error *e)
 }
 
 void plg_send_after_commit(plg_ctx *ctx, const char *client_id, const char *topic, int qos,
-                           char *payload, size_t len)
+                           char *payload, size_t len, const void *correlation,
+                           uint16_t correlation_len)
 {
 	char *id = strdup(client_id), *t = strdup(topic);
+	void *corr = correlation ? malloc(correlation_len ? correlation_len : 1) : NULL;
 	plg_msg *m = NULL;
 
-	if (id != NULL && t != NULL && (m = outbox_push(&ctx->out)) != NULL) {
+	if (id != NULL && t != NULL && (correlation == NULL || corr != NULL) &&
+	    (m = outbox_push(&ctx->out)) != NULL) {
 		m->client_id = id;
 		m->qos = qos > 1 ? 1 : qos;
 		m->topic = t;
 		m->payload = payload;
 		m->len = len;
 		m->control = 1;
+		if (corr != NULL)
+			memcpy(corr, correlation, correlation_len);
+		m->correlation = corr;
+		m->correlation_len = correlation_len;
 		return;
 	}
 	free(id);
 	free(t);
+	free(corr);
 	free(payload);
+}
+
+/* Publish m to its client, with its correlation data as an MQTT v5
+ * property (the broker owns the property list once the publish succeeds). */
+static void publish(const plg_msg *m)
+{
+	mosquitto_property *props = NULL;
+
+	if (m->correlation != NULL &&
+	    mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, m->correlation,
+	                                  m->correlation_len) != MOSQ_ERR_SUCCESS) {
+		mosquitto_property_free_all(&props);
+		props = NULL;
+	}
+	if (mosquitto_broker_publish_copy(m->client_id, m->topic, (int)m->len, m->payload, m->qos,
+	                                  false, props) != MOSQ_ERR_SUCCESS)
+		mosquitto_property_free_all(&props);
 }
 
 /* A control response of a failed batch: none of its writes happened, so
@@ -319,8 +345,7 @@ void plg_outbox_flush(plg_ctx *ctx)
 			m->desired = 0; /* a notification of a write that did not happen */
 		if (m->topic != NULL && m->topic[0] && (m->control || c != NULL) &&
 		    !(failed && !m->control && !m->rid)) {
-			mosquitto_broker_publish_copy(m->client_id, m->topic, (int)m->len,
-			                              m->payload, m->qos, false, NULL);
+			publish(m);
 			if (c != NULL && !failed)
 				handed(ctx, c, m);
 		}

@@ -11,6 +11,7 @@
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#include <mqtt_protocol.h>
 
 #include "conn.h"
 #include "twin/policy.h"
@@ -49,11 +50,13 @@ typedef struct plg_msg {
 	uint64_t generation; /* device connection it is for, dropped if no longer
 	                        live; 0 for back-end clients (no check) */
 	int qos;
-	int control;     /* a control API response */
-	int64_t desired; /* desired $version this message hands the device (a GET
-	                    result or a notification), 0 for none */
-	char *rid;       /* a reply's $rid (for an error reply if the commit fails); NULL
-	                  for notifications, which are dropped instead */
+	int control;       /* a control API response */
+	int64_t desired;   /* desired $version this message hands the device (a GET
+	                      result or a notification), 0 for none */
+	char *rid;         /* a reply's $rid (for an error reply if the commit fails); NULL
+	                    for notifications, which are dropped instead */
+	void *correlation; /* MQTT v5 correlation data of a control response */
+	uint16_t correlation_len;
 	char *topic;
 	char *payload;
 	size_t len;
@@ -99,11 +102,13 @@ void plg_reply_error(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len,
                      const twin_error *e);
 /* Queue a desired notification of version v to c. Takes body. */
 void plg_notify(plg_ctx *ctx, plg_conn *c, int64_t v, char *body, size_t len);
-/* Queue a publish to any client (control API responses). Takes payload.
- * Sent even if the batch fails: the payload reports per-command results
- * computed before the commit, so a failed batch turns it into an error. */
+/* Queue a control response to any client. Takes payload; copies topic and
+ * the MQTT v5 correlation data (NULL for none). Sent even if the batch
+ * fails: the payload reports per-command results computed before the
+ * commit, so a failed batch turns it into an error. */
 void plg_send_after_commit(plg_ctx *ctx, const char *client_id, const char *topic, int qos,
-                           char *payload, size_t len);
+                           char *payload, size_t len, const void *correlation,
+                           uint16_t correlation_len);
 /* Disconnect device_id's connection once the batch is committed (it was
  * disabled, deleted or its credentials changed, PROTOCOL.md §7); nothing
  * happens if the commit fails. */

@@ -26,6 +26,7 @@ static const struct {
         [TWIN_E_NOT_FOUND] = {404, 404001},
         [TWIN_E_NO_OPERATION] = {404, 404},
         [TWIN_E_EXISTS] = {409, 409001},
+        [TWIN_E_TOO_LARGE] = {413, 413002},
         [TWIN_E_PRECONDITION] = {412, 412001},
         [TWIN_E_NOMEM] = {500, 500001},
         [TWIN_E_STORAGE] = {500, 500001},

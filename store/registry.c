@@ -1,11 +1,6 @@
 /*
- * registry.c - device identities (PROTOCOL.md §7).
- *
- * An identity record is a fixed-size binary copy of twin_identity behind a
- * format tag: identities are read on every device connect, and a memcpy is
- * cheaper than a parse. Timestamps are 100 ns ticks, which a JSON number
- * (a double) cannot hold exactly. A change of twin_identity's layout must
- * bump REGISTRY_FORMAT and convert old records.
+ * registry.c - device identities (PROTOCOL.md §7). Their stored form is in
+ * registry_record.h, paging in registry_list.c.
  */
 #include <ctype.h>
 #include <inttypes.h>
@@ -20,14 +15,22 @@
 #include "key.h"
 #include "twin/doc.h"
 #include "twin/registry.h"
+#include "registry_record.h"
 #include "twin_records.h"
 
-#define REGISTRY_FORMAT 0x74770001u /* "tw" + format 1 */
+twin_err registry_record_decode(const MDB_val *v, twin_identity *out, twin_error *err)
+{
+	identity_record rec;
 
-typedef struct identity_record {
-	uint32_t format;
-	twin_identity id;
-} identity_record;
+	if (v->mv_size != sizeof(rec))
+		return twin_error_set(err, TWIN_E_STORAGE, "Storage error: bad identity record.");
+	memcpy(&rec, v->mv_data, sizeof(rec));
+	if (rec.format != REGISTRY_FORMAT)
+		return twin_error_set(err, TWIN_E_STORAGE,
+		                      "Storage error: unknown identity format.");
+	*out = rec.id;
+	return TWIN_OK;
+}
 
 static const char *auth_names[] = {
         [TWIN_AUTH_SAS] = "sas",
@@ -222,7 +225,6 @@ static twin_err check_id(const char *device_id, twin_error *err)
 static twin_err load_identity(twin_store *s, const char *device_id, twin_identity *out,
                               twin_error *err)
 {
-	identity_record rec;
 	MDB_val v;
 	twin_err rc = db_get(s, DB_DEVICES, device_id, strlen(device_id), &v, err);
 
@@ -230,14 +232,7 @@ static twin_err load_identity(twin_store *s, const char *device_id, twin_identit
 		return twin_error_set(err, rc, "Device '%s' not found.", device_id);
 	if (rc != TWIN_OK)
 		return rc;
-	if (v.mv_size != sizeof(rec))
-		return twin_error_set(err, TWIN_E_STORAGE, "Storage error: bad identity record.");
-	memcpy(&rec, v.mv_data, sizeof(rec));
-	if (rec.format != REGISTRY_FORMAT)
-		return twin_error_set(err, TWIN_E_STORAGE,
-		                      "Storage error: unknown identity format.");
-	*out = rec.id;
-	return TWIN_OK;
+	return registry_record_decode(&v, out, err);
 }
 
 static twin_err store_identity(twin_store *s, const twin_identity *id, twin_error *err)

@@ -21,6 +21,7 @@ typedef enum twin_err {
 	TWIN_E_NOT_FOUND,    /* 404 404001 DeviceNotFound */
 	TWIN_E_NO_OPERATION, /* 404 404 (generic NotFound): unknown operation topic */
 	TWIN_E_EXISTS,       /* 409 409001 DeviceAlreadyExists */
+	TWIN_E_TOO_LARGE,    /* 413 413002 MessageTooLarge: a control request over its limit */
 	TWIN_E_PRECONDITION, /* 412 412001 PreconditionFailed: etag mismatch */
 	TWIN_E_NOMEM,        /* 500 500001: allocation failed */
 	TWIN_E_STORAGE,      /* 500 500001 ServerError: LMDB or disk failure */
@@ -36,7 +37,7 @@ typedef struct twin_error {
 	char message[TWIN_ERROR_MESSAGE_MAX];
 } twin_error;
 
-/* HTTP-style status for err: 200 for TWIN_OK, 400, 401, 403, 404, 409, 412, 500, 503. */
+/* HTTP-style status for err: 200 for TWIN_OK, 400, 401, 403, 404, 409, 412, 413, 500, 503. */
 int twin_err_status(twin_err err);
 
 /* IoT Hub errorCode for err (status * 1000 + detail), 0 for TWIN_OK. */

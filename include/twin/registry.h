@@ -82,6 +82,21 @@ twin_err twin_device_update(twin_store *s, const char *device_id, const cJSON *s
 twin_err twin_device_delete(twin_store *s, const char *device_id, const char *if_match,
                             twin_error *err);
 
+/* Most identities one listDevices page returns, and the default page. */
+#define TWIN_LIST_MAX     1000
+#define TWIN_LIST_DEFAULT 100
+
+/* One page of identities in deviceId byte order (PROTOCOL.md §7, listDevices):
+ * *page = {"devices":[identity…],"continuationToken":"…"|null}, at most max
+ * (1…TWIN_LIST_MAX) identities starting after the point continuation (NULL
+ * or "" for the first page; otherwise a token from an earlier page, opaque
+ * to callers) names. The token is null on the last page. A page reflects
+ * the registry when it is read: identities created or deleted between pages
+ * may or may not appear. Caller owns *page (cJSON_Delete).
+ * Errors: TWIN_E_INVALID (bad max or token), TWIN_E_STORAGE, TWIN_E_NOMEM. */
+twin_err twin_device_list(twin_store *s, const char *continuation, size_t max, cJSON **page,
+                          twin_error *err);
+
 /* Record a connect (connected != 0) or disconnect of device_id at the store's
  * clock. A system-field change: neither the twin version nor an etag moves. */
 twin_err twin_device_set_connected(twin_store *s, const char *device_id, int connected,

@@ -24,6 +24,7 @@ static void test_error_status_and_code_table(void **state)
 	        {TWIN_E_STORAGE, 500, 500001},
 	        {TWIN_E_UNAVAILABLE, 503, 503001},
 	        {TWIN_E_UNAUTHORIZED, 401, 401002},
+	        {TWIN_E_TOO_LARGE, 413, 413002},
 	};
 
 	(void)state;

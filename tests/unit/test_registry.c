@@ -1114,6 +1114,93 @@ static void test_rejected_identity_write_changes_nothing(void **state)
 	free(twin_after);
 }
 
+/* The ids on a listDevices page, "a,b,c", and its continuation token. */
+static void list_page(const char *token, size_t max, char *ids, size_t n, char *next)
+{
+	twin_error err = {0};
+	cJSON *page = NULL;
+	const cJSON *d, *t;
+
+	if (twin_device_list(db.s, token, max, &page, &err) != TWIN_OK)
+		fail_msg("list: %s", err.message);
+	ids[0] = '\0';
+	cJSON_ArrayForEach(d, cJSON_GetObjectItemCaseSensitive(page, "devices"))
+	{
+		const cJSON *id = cJSON_GetObjectItemCaseSensitive(d, "deviceId");
+
+		snprintf(ids + strlen(ids), n - strlen(ids), "%s%s", ids[0] ? "," : "",
+		         id->valuestring);
+	}
+	t = cJSON_GetObjectItemCaseSensitive(page, "continuationToken");
+	assert_true(cJSON_IsString(t) || cJSON_IsNull(t));
+	snprintf(next, 64, "%s", cJSON_IsString(t) ? t->valuestring : "");
+	cJSON_Delete(page);
+}
+
+static void test_list_devices_pages_in_id_order(void **state)
+{
+	char ids[256], token[64], token2[64];
+
+	(void)state;
+	create_ok("c", NULL, NULL);
+	create_ok("a", NULL, NULL);
+	create_ok("b10", NULL, NULL);
+	create_ok("b", NULL, NULL);
+	create_ok("d", NULL, NULL);
+	list_page(NULL, 2, ids, sizeof(ids), token);
+	assert_string_equal(ids, "a,b");
+	assert_true(token[0]);
+	list_page(token, 2, ids, sizeof(ids), token2);
+	assert_string_equal(ids, "b10,c");
+	list_page(token2, 2, ids, sizeof(ids), token);
+	assert_string_equal(ids, "d");
+	assert_string_equal(token, ""); /* the last page */
+	list_page(NULL, TWIN_LIST_MAX, ids, sizeof(ids), token);
+	assert_string_equal(ids, "a,b,b10,c,d");
+	assert_string_equal(token, "");
+}
+
+static void test_list_devices_continues_after_a_deleted_device(void **state)
+{
+	char ids[256], token[64];
+
+	(void)state;
+	create_ok("a", NULL, NULL);
+	create_ok("b", NULL, NULL);
+	create_ok("c", NULL, NULL);
+	list_page(NULL, 2, ids, sizeof(ids), token);
+	assert_int_equal(twin_device_delete(db.s, "b", NULL, NULL), TWIN_OK);
+	list_page(token, 2, ids, sizeof(ids), token);
+	assert_string_equal(ids, "c");
+}
+
+static void test_list_devices_of_an_empty_registry(void **state)
+{
+	char ids[16], token[64];
+
+	(void)state;
+	list_page(NULL, 5, ids, sizeof(ids), token);
+	assert_string_equal(ids, "");
+	assert_string_equal(token, "");
+}
+
+static void test_list_devices_refuses_bad_max_and_tokens(void **state)
+{
+	const char *bad[] = {"%%%%", "YQ", "////", "AAAA", "YS9i"}; /* YS9i = "a/b" */
+	twin_error err = {0};
+	cJSON *page = (cJSON *)1;
+
+	(void)state;
+	assert_int_equal(twin_device_list(db.s, NULL, 0, &page, &err), TWIN_E_INVALID);
+	assert_null(page);
+	assert_int_equal(twin_device_list(db.s, NULL, TWIN_LIST_MAX + 1, &page, &err),
+	                 TWIN_E_INVALID);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(twin_device_list(db.s, bad[i], 5, &page, &err), TWIN_E_INVALID);
+		assert_non_null(strstr(err.message, "continuationToken"));
+	}
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1144,6 +1231,10 @@ int main(void)
 	        T(test_reset_connections_marks_every_device_disconnected),
 	        T(test_identity_json_shape),
 	        T(test_rejected_identity_write_changes_nothing),
+	        T(test_list_devices_pages_in_id_order),
+	        T(test_list_devices_continues_after_a_deleted_device),
+	        T(test_list_devices_of_an_empty_registry),
+	        T(test_list_devices_refuses_bad_max_and_tokens),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
