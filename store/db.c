@@ -24,7 +24,7 @@ enum { WLOG_PUT = 1, WLOG_DEL = 2 };
 #define DB_MAX_TABLES 8
 _Static_assert(DB_TABLE_COUNT <= DB_MAX_TABLES, "raise DB_MAX_TABLES");
 
-static const char *table_names[DB_TABLE_COUNT] = {"devices", "twins", "policies"};
+static const char *table_names[DB_TABLE_COUNT] = {"devices", "twins", "policies", "connected"};
 
 static twin_err lmdb_error(twin_error *err, const char *what, int rc)
 {
@@ -118,7 +118,7 @@ twin_err twin_store_open(const twin_store_options *o, twin_store **out, twin_err
 	/* MDB_NOTLS: read transactions belong to their MDB_txn, not the thread,
 	 * so a worker thread may own one (DESIGN.md §4). */
 	if (rc == 0)
-		rc = mdb_env_open(s->env, o->path, MDB_NOTLS, 0600);
+		rc = mdb_env_open(s->env, o->path, MDB_NOTLS | MDB_NORDAHEAD, 0600);
 	if (rc != 0) {
 		twin_error_set(err, TWIN_E_STORAGE,
 		               "Cannot open database '%s': %s (running as uid %ld)", o->path,

@@ -1,7 +1,7 @@
 /*
  * db.h - private to store/: the LMDB environment, batches and the write log.
  *
- * Three tables:
+ * Four tables:
  *   devices   deviceId            -> identity record (fixed binary: format tag
  *             and twin_identity, store/registry.c)
  *   twins     deviceId "\0" kind  -> twin records (store/twin_record.c), kind
@@ -9,6 +9,9 @@
  *             reported, 'T' tags, 'V' twin version, …
  *   policies  policy name         -> shared access policy record (fixed binary:
  *             format tag and twin_policy, store/policy.c)
+ *   connected deviceId            -> "" for every device marked connected, so
+ *             start-up resets only those instead of reading every identity
+ *             (a full scan of 1M identities took 11 s with a cold cache)
  * All records of one twin are adjacent and sorted by deviceId, which later
  * lets queries scan the fleet in deviceId order with one cursor.
  *
@@ -22,7 +25,13 @@
 
 #include "twin/store.h"
 
-typedef enum db_table { DB_DEVICES = 0, DB_TWINS, DB_POLICIES, DB_TABLE_COUNT } db_table;
+typedef enum db_table {
+	DB_DEVICES = 0,
+	DB_TWINS,
+	DB_POLICIES,
+	DB_CONNECTED,
+	DB_TABLE_COUNT
+} db_table;
 
 /* Write log of the open batch: every put and delete, in order, so a batch
  * can be re-applied after the map is grown. */

@@ -344,6 +344,8 @@ twin_err twin_device_delete(twin_store *s, const char *device_id, const char *if
 	if (rc == TWIN_OK)
 		rc = db_del(s, DB_DEVICES, device_id, strlen(device_id), err);
 	if (rc == TWIN_OK)
+		rc = db_del(s, DB_CONNECTED, device_id, strlen(device_id), err);
+	if (rc == TWIN_OK)
 		rc = twin_records_delete(s, device_id, err);
 	return rc;
 }
@@ -365,7 +367,9 @@ twin_err twin_device_set_connected(twin_store *s, const char *device_id, int con
 	id.connection_state_updated = now;
 	if (connected)
 		id.last_activity = now;
-	return store_identity(s, &id, err);
+	rc = connected ? db_put(s, DB_CONNECTED, device_id, strlen(device_id), "", 0, err)
+	               : db_del(s, DB_CONNECTED, device_id, strlen(device_id), err);
+	return rc == TWIN_OK ? store_identity(s, &id, err) : rc;
 }
 
 twin_err twin_device_set_activity(twin_store *s, const char *device_id, int64_t ticks,
@@ -395,18 +399,14 @@ twin_err twin_registry_reset_connections(twin_store *s, size_t *count, twin_erro
 
 	if (rc != TWIN_OK)
 		return rc;
-	if (mdb_cursor_open(s->wtxn, s->dbi[DB_DEVICES], &cur) != 0)
+	/* The connected table lists exactly the devices marked connected. */
+	if (mdb_cursor_open(s->wtxn, s->dbi[DB_CONNECTED], &cur) != 0)
 		return twin_error_set(err, TWIN_E_STORAGE, "Storage error: cursor.");
 	/* Collect first: writes go through db_put (and its write log), which a
 	 * live cursor would not survive. */
 	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && rc == TWIN_OK;
 	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		identity_record rec;
-
-		if (v.mv_size != sizeof(rec) || k.mv_size > TWIN_DEVICE_ID_MAX)
-			continue;
-		memcpy(&rec, v.mv_data, sizeof(rec));
-		if (!rec.id.connected)
+		if (k.mv_size > TWIN_DEVICE_ID_MAX)
 			continue;
 		if (n == cap) {
 			void *p = realloc(ids, (cap = cap ? cap * 2 : 64) * sizeof(*ids));
@@ -421,8 +421,11 @@ twin_err twin_registry_reset_connections(twin_store *s, size_t *count, twin_erro
 			         (char *)k.mv_data);
 	}
 	mdb_cursor_close(cur);
-	for (size_t i = 0; i < n && rc == TWIN_OK; i++)
+	for (size_t i = 0; i < n && rc == TWIN_OK; i++) {
 		rc = twin_device_set_connected(s, ids[i], 0, err);
+		if (rc == TWIN_E_NOT_FOUND) /* a stale entry: drop it */
+			rc = db_del(s, DB_CONNECTED, ids[i], strlen(ids[i]), err);
+	}
 	free(ids);
 	if (count != NULL)
 		*count = n;

@@ -1114,6 +1114,25 @@ static void test_rejected_identity_write_changes_nothing(void **state)
 	free(twin_after);
 }
 
+static void test_reset_connections_counts_only_connected_devices(void **state)
+{
+	size_t count = 99;
+
+	(void)state;
+	create_ok("a", NULL, NULL);
+	create_ok("b", NULL, NULL);
+	create_ok("c", NULL, NULL);
+	assert_int_equal(twin_device_set_connected(db.s, "a", 1, NULL), TWIN_OK);
+	assert_int_equal(twin_device_set_connected(db.s, "b", 1, NULL), TWIN_OK);
+	assert_int_equal(twin_device_set_connected(db.s, "b", 0, NULL), TWIN_OK);
+	assert_int_equal(twin_device_set_connected(db.s, "c", 1, NULL), TWIN_OK);
+	assert_int_equal(twin_device_delete(db.s, "c", NULL, NULL), TWIN_OK);
+	assert_int_equal(twin_registry_reset_connections(db.s, &count, NULL), TWIN_OK);
+	assert_int_equal(count, 1); /* a only: b disconnected, c deleted */
+	assert_int_equal(twin_registry_reset_connections(db.s, &count, NULL), TWIN_OK);
+	assert_int_equal(count, 0);
+}
+
 /* The ids on a listDevices page, "a,b,c", and its continuation token. */
 static void list_page(const char *token, size_t max, char *ids, size_t n, char *next)
 {
@@ -1231,6 +1250,7 @@ int main(void)
 	        T(test_reset_connections_marks_every_device_disconnected),
 	        T(test_identity_json_shape),
 	        T(test_rejected_identity_write_changes_nothing),
+	        T(test_reset_connections_counts_only_connected_devices),
 	        T(test_list_devices_pages_in_id_order),
 	        T(test_list_devices_continues_after_a_deleted_device),
 	        T(test_list_devices_of_an_empty_registry),
