@@ -36,10 +36,12 @@ def files(tmp_path):
     return [f"password_file {passwd}", f"acl_file {acl}", "allow_anonymous false"]
 
 
-def test_sas_mode_with_password_and_acl_files(start_broker, files):
+def sas_broker_with_device(start_broker, config):
+    """A sas-mode broker with config added, its iothubowner back end, and
+    device dev1 connected with a SAS token."""
     broker = start_broker(
         options={"auth": "sas", "hostname": HOST, "policy_iothubowner": f"all:{OWNER_KEY}"},
-        config=files,
+        config=config,
     )
     admin = Backend(broker.port, "admin-be", username="iothubowner",
                     password=sas_token(HOST, OWNER_KEY, policy="iothubowner"))
@@ -47,6 +49,11 @@ def test_sas_mode_with_password_and_acl_files(start_broker, files):
     key = r["data"]["authentication"]["symmetricKey"]["primaryKey"]
     dev = Device(broker.port, "dev1", username=device_username(HOST, "dev1"),
                  password=sas_token(f"{HOST}/devices/dev1", key))
+    return broker, admin, dev
+
+
+def test_sas_mode_with_password_and_acl_files(start_broker, files):
+    broker, admin, dev = sas_broker_with_device(start_broker, files)
     alice = Client(broker.port, "alice-1", username="alice", password="alice-secret")
     bob = Client(broker.port, "bob-1", username="alice", password="wrong", refused_ok=True)
     assert bob.connack[0] == 5
@@ -145,17 +152,10 @@ def test_sas_mode_with_dynamic_security_loaded_second(start_broker, dynsec_confi
 
     if not os.path.exists(DYNSEC):
         pytest.skip("the dynamic-security plugin is not installed")
-    broker = start_broker(
-        options={"auth": "sas", "hostname": HOST, "policy_iothubowner": f"all:{OWNER_KEY}"},
-        config=["allow_anonymous false", f"plugin {DYNSEC}",
-                f"plugin_opt_config_file {dynsec_config}"],
+    broker, admin, dev = sas_broker_with_device(
+        start_broker,
+        ["allow_anonymous false", f"plugin {DYNSEC}", f"plugin_opt_config_file {dynsec_config}"],
     )
-    admin = Backend(broker.port, "admin-be", username="iothubowner",
-                    password=sas_token(HOST, OWNER_KEY, policy="iothubowner"))
-    r = admin.command(command="createDevice", deviceId="dev1")
-    key = r["data"]["authentication"]["symmetricKey"]["primaryKey"]
-    dev = Device(broker.port, "dev1", username=device_username(HOST, "dev1"),
-                 password=sas_token(f"{HOST}/devices/dev1", key))
     alice = Client(broker.port, "alice-1", username="alice", password="alice-secret")
     wrong = Client(broker.port, "alice-2", username="alice", password="nope", refused_ok=True)
     assert wrong.connack[0] == 5
