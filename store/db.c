@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "twin_records.h"
 
 enum { WLOG_PUT = 1, WLOG_DEL = 2 };
 
@@ -142,6 +143,7 @@ void twin_store_close(twin_store *s)
 	if (s == NULL)
 		return;
 	twin_store_abort(s);
+	rec_cache_free(s);
 	if (s->rtxn != NULL)
 		mdb_txn_abort(s->rtxn);
 	if (s->env != NULL)
@@ -413,6 +415,8 @@ twin_err twin_store_commit(twin_store *s, twin_error *err)
 
 void twin_store_abort(twin_store *s)
 {
+	/* Cached sections may hold writes of this batch. */
+	rec_cache_clear(s);
 	if (s->wtxn != NULL)
 		mdb_txn_abort(s->wtxn);
 	s->wtxn = NULL;

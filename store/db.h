@@ -50,6 +50,7 @@ struct twin_store {
 	db_wlog wlog;
 	size_t map_size;
 	twin_limits limits;
+	struct rec_cache *cache; /* parsed reported sections (section_cache.c) */
 	twin_clock_fn clock;
 	void *clock_ctx;
 	char *path;

@@ -188,6 +188,9 @@ static twin_err put_raw_section(twin_store *s, const char *device_id, char kind,
 	char *buf = malloc(len);
 	twin_err rc;
 
+	/* Whatever was cached for this record is stale now. */
+	if (kind == TWIN_KIND_REPORTED)
+		rec_cache_forget(s, device_id);
 	if (buf == NULL) {
 		db_fail_batch(s); /* an earlier record of this operation may be in */
 		return twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
@@ -248,6 +251,7 @@ twin_err twin_records_delete(twin_store *s, const char *device_id, twin_error *e
 	char key[KEY_MAX];
 	twin_err rc = TWIN_OK;
 
+	rec_cache_forget(s, device_id);
 	for (size_t i = 0; i < sizeof(kinds) && rc == TWIN_OK; i++)
 		rc = db_del(s, DB_TWINS, key, twin_key(key, device_id, kinds[i]), err);
 	return rc;

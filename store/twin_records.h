@@ -87,6 +87,16 @@ twin_err rec_store_section(twin_store *s, const char *device_id, char kind, cons
 twin_err rec_load_version(twin_store *s, const char *device_id, int64_t *version, twin_error *err);
 twin_err rec_store_version(twin_store *s, const char *device_id, int64_t version, twin_error *err);
 
+/* The cache of parsed reported sections (section_cache.c). take moves the
+ * entry of device_id into *out (1) or finds none (0); put takes ownership
+ * of *sec (zeroing it), replacing any entry; forget drops an entry; clear
+ * drops all (every batch abort); free also releases the table. */
+int rec_cache_take(twin_store *s, const char *device_id, rec_section *out);
+void rec_cache_put(twin_store *s, const char *device_id, rec_section *sec);
+void rec_cache_forget(twin_store *s, const char *device_id);
+void rec_cache_clear(twin_store *s);
+void rec_cache_free(twin_store *s);
+
 /* TWIN_E_PRECONDITION unless if_match matches the etag of version. */
 twin_err rec_check_etag(int64_t version, const char *if_match, twin_error *err);
 

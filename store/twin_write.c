@@ -60,7 +60,8 @@ twin_err twin_patch_reported(twin_store *s, const char *device_id, const char *b
 		rc = db_write_begin(s, err);
 	if (rc == TWIN_OK)
 		rc = rec_load_version(s, device_id, &version, err);
-	if (rc == TWIN_OK)
+	/* The section the last PATCH left parsed, else the stored one. */
+	if (rc == TWIN_OK && !rec_cache_take(s, device_id, &reported))
 		rc = rec_load_section(s, device_id, TWIN_KIND_REPORTED, &reported, err);
 	if (rc == TWIN_OK && patch->child == NULL) {
 		/* "{}" is not a write (project decision): answer the current version. */
@@ -89,6 +90,10 @@ twin_err twin_patch_reported(twin_store *s, const char *device_id, const char *b
 		res->reported_version = reported.version;
 		res->desired_version = 0; /* not loaded: a reported patch never reads desired */
 	}
+	/* In the batch now: keep it parsed for the next PATCH. A failed
+	 * write leaves no entry (taken above, freed below). */
+	if (rc == TWIN_OK)
+		rec_cache_put(s, device_id, &reported);
 out:
 	cJSON_Delete(patch);
 	rec_section_free(&desired);

@@ -634,6 +634,82 @@ static void test_limits_are_configurable(void **state)
 	assert_int_equal(patch("{\"a\":\"wxyz\"}", NULL, NULL), TWIN_E_INVALID);
 }
 
+/* Non-zero if the printed service view of d1 contains needle. */
+static int twin_contains(const char *needle)
+{
+	char *text = twin_text();
+	int found = strstr(text, needle) != NULL;
+
+	free(text);
+	return found;
+}
+
+/* The reported section a PATCH keeps parsed (store/section_cache.c) must
+ * always be what the database holds: after a run of PATCHes, after an
+ * aborted batch, after a refused PATCH, and across a reopen. */
+static void test_cached_reported_section_matches_the_database(void **state)
+{
+	char *before, *after;
+
+	(void)state;
+	assert_int_equal(patch("{\"a\":1,\"n\":{\"x\":1}}", NULL, NULL), TWIN_OK);
+	assert_int_equal(patch("{\"b\":2,\"n\":{\"y\":2}}", NULL, NULL), TWIN_OK);
+	assert_int_equal(patch("{\"a\":null}", NULL, NULL), TWIN_OK);
+	assert_int_equal(twin_store_commit(db.s, NULL), TWIN_OK);
+	before = twin_text();
+	test_db_reopen(&db); /* no cache: everything from disk */
+	after = twin_text();
+	assert_string_equal(after, before);
+	free(before);
+	free(after);
+}
+
+static void test_aborted_batch_forgets_cached_reported_sections(void **state)
+{
+	twin_write_result res = {0};
+
+	(void)state;
+	assert_int_equal(patch("{\"a\":1}", NULL, NULL), TWIN_OK);
+	assert_int_equal(twin_store_commit(db.s, NULL), TWIN_OK);
+	assert_int_equal(patch("{\"lost\":1}", NULL, NULL), TWIN_OK);
+	twin_store_abort(db.s);
+	assert_int_equal(patch("{\"c\":3}", &res, NULL), TWIN_OK);
+	assert_int_equal(res.reported_version, 3); /* 1 + a + c: the lost one is gone */
+	assert_int_equal(twin_store_commit(db.s, NULL), TWIN_OK);
+	assert_false(twin_contains("lost"));
+	twin_write_result_clear(&res);
+}
+
+static void test_refused_patch_leaves_the_cached_section_intact(void **state)
+{
+	twin_write_result res = {0};
+	cJSON *o = cJSON_CreateObject();
+	char value[4001], *text;
+
+	(void)state;
+	assert_int_equal(patch("{\"a\":1}", NULL, NULL), TWIN_OK);
+	/* Nine 4000-byte strings: valid, merged, then refused by the 32 KiB
+	 * section limit after the merge changed the parsed section. */
+	memset(value, 'v', sizeof(value) - 1);
+	value[sizeof(value) - 1] = '\0';
+	for (int i = 0; i < 9; i++) {
+		char key[8];
+
+		snprintf(key, sizeof(key), "k%d", i);
+		cJSON_AddStringToObject(o, key, value);
+	}
+	text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	assert_int_equal(patch(text, NULL, NULL), TWIN_E_SECTION_SIZE);
+	free(text);
+	assert_int_equal(patch("{\"c\":3}", &res, NULL), TWIN_OK);
+	assert_int_equal(res.reported_version, 3);
+	assert_int_equal(twin_store_commit(db.s, NULL), TWIN_OK);
+	assert_false(twin_contains("k0"));
+	assert_true(twin_contains("\"c\":3"));
+	twin_write_result_clear(&res);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -673,6 +749,9 @@ int main(void)
 	        T(test_service_view_shape),
 	        T(test_system_fields_change_neither_version_nor_etag),
 	        T(test_limits_are_configurable),
+	        T(test_cached_reported_section_matches_the_database),
+	        T(test_aborted_batch_forgets_cached_reported_sections),
+	        T(test_refused_patch_leaves_the_cached_section_intact),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
