@@ -71,9 +71,10 @@ unsigned plg_client_rights(plg_ctx *ctx, const struct mosquitto *client)
 }
 
 /* Verify token t for target (§1.2 steps 2–6). With skn the named policy
- * signs, and it must grant need; without, the identity's keys sign. */
+ * signs, and it must grant need (*rights, if not NULL, gets all it grants);
+ * without, the identity's keys sign. */
 static twin_err verify_token(plg_ctx *ctx, const twin_sas *t, const twin_identity *id,
-                             unsigned need, const char *target, twin_error *err)
+                             unsigned need, const char *target, unsigned *rights, twin_error *err)
 {
 	const char *keys[2];
 	twin_policy p;
@@ -92,6 +93,8 @@ static twin_err verify_token(plg_ctx *ctx, const twin_sas *t, const twin_identit
 		}
 		keys[0] = p.primary_key;
 		keys[1] = p.secondary_key;
+		if (rights != NULL)
+			*rights = p.rights;
 	} else if (id != NULL && id->auth_type == TWIN_AUTH_SAS) {
 		keys[0] = id->primary_key;
 		keys[1] = id->secondary_key;
@@ -174,19 +177,19 @@ static twin_err device_credential(plg_ctx *ctx, struct mosquitto *client, const 
 	char target[TWIN_SAS_TARGET_MAX];
 	twin_sas t;
 	int x509 = id->auth_type == TWIN_AUTH_SELF_SIGNED || id->auth_type == TWIN_AUTH_CA;
+	twin_err parsed = is_token(password) ? twin_sas_parse(password, &t, err)
+	                                     : twin_error_set(err, TWIN_E_INVALID,
+	                                                      "the password is not a SAS token.");
 
 	*expires = 0;
 	/* An X.509 identity ignores a password unless it is a policy token
 	 * (§1.3). */
-	if (x509 &&
-	    !(is_token(password) && twin_sas_parse(password, &t, NULL) == TWIN_OK && t.has_skn))
+	if (x509 && !(parsed == TWIN_OK && t.has_skn))
 		return verify_certificate(client, id, err);
-	if (!is_token(password))
-		return twin_error_set(err, TWIN_E_INVALID, "the password is not a SAS token.");
-	if (twin_sas_parse(password, &t, err) != TWIN_OK ||
+	if (parsed != TWIN_OK ||
 	    twin_sas_target(target, sizeof(target), ctx->opts.hostname, id->device_id, NULL, err) !=
 	            TWIN_OK ||
-	    verify_token(ctx, &t, id, TWIN_RIGHT_DEVICE_CONNECT, target, err) != TWIN_OK)
+	    verify_token(ctx, &t, id, TWIN_RIGHT_DEVICE_CONNECT, target, NULL, err) != TWIN_OK)
 		return TWIN_E_INVALID;
 	*expires = t.se;
 	return TWIN_OK;
@@ -226,7 +229,6 @@ static int authenticate_device(plg_ctx *ctx, struct mosquitto *client, const cha
 static int authenticate_backend(plg_ctx *ctx, struct mosquitto *client, const char *username,
                                 const char *password, plg_principal *who)
 {
-	twin_policy p;
 	twin_error err;
 	twin_sas t;
 
@@ -234,15 +236,12 @@ static int authenticate_backend(plg_ctx *ctx, struct mosquitto *client, const ch
 		return refuse(client, err.message);
 	if (!t.has_skn || strcmp(t.skn, username) != 0)
 		return refuse(client, "a back end's username must be the token's policy (skn).");
-	if (verify_token(ctx, &t, NULL, SERVICE_RIGHTS, ctx->opts.hostname, &err) != TWIN_OK)
+	if (verify_token(ctx, &t, NULL, SERVICE_RIGHTS, ctx->opts.hostname, &who->rights, &err) !=
+	    TWIN_OK)
 		return refuse(client, err.message);
-	if (plg_policy_find(ctx, t.skn, &p) != TWIN_OK)
-		return refuse(client, "the policy is gone.");
 	who->kind = PLG_CONN_BACKEND;
 	who->device_id[0] = '\0';
-	who->rights = p.rights;
 	who->expires = t.se;
-	OPENSSL_cleanse(&p, sizeof(p));
 	return MOSQ_ERR_SUCCESS;
 }
 
