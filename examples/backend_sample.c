@@ -260,6 +260,8 @@ static bool connect_backend(struct backend *b)
 	snprintf(client_id, sizeof client_id, "twin-backend-sample-%ld", (long)getpid());
 	b->mosq = must(mosquitto_new(client_id, true, b));
 	mosquitto_int_option(b->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+	/* Requests follow responses: without it each waits out a delayed ACK. */
+	mosquitto_int_option(b->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	mosquitto_connect_callback_set(b->mosq, on_connect);
 	mosquitto_disconnect_callback_set(b->mosq, on_disconnect);
 	mosquitto_subscribe_callback_set(b->mosq, on_subscribe);

@@ -58,8 +58,10 @@ static void run_command(plg_ctx *ctx, const cJSON *cmd, unsigned rights, cJSON *
 			rc = twin_error_set(&err, TWIN_E_UNAUTHORIZED,
 			                    "The policy does not grant the right this "
 			                    "command needs.");
-		else
+		else {
+			ctx->control_index = cJSON_GetArraySize(responses) - 1;
 			rc = c->run(ctx, cmd, &data, &err);
+		}
 		cJSON_AddStringToObject(resp, "command", name->valuestring);
 	}
 	if (corr != NULL)
@@ -150,18 +152,27 @@ int plg_on_control(int event, void *event_data, void *userdata)
 	const char *client_id = mosquitto_client_id(ed->client), *topic;
 	cJSON *out = handle_request(ctx, ed->payload, ed->payloadlen,
 	                            plg_client_rights(ctx, ed->client));
-	char *text = cJSON_PrintUnformatted(out), *owned;
+	char *text = NULL, *owned;
 	uint16_t corr_len;
 	void *corr;
 
 	(void)event;
-	cJSON_Delete(out);
-	if (text == NULL || client_id == NULL) {
-		free(text);
+	if (client_id == NULL) {
+		plg_query_discard(ctx);
+		cJSON_Delete(out);
 		return MOSQ_ERR_SUCCESS;
 	}
 	topic = response_topic(ed, &owned, &corr, &corr_len);
-	plg_send_after_commit(ctx, client_id, topic, ed->qos, text, strlen(text), corr, corr_len);
+	if (plg_query_collecting(ctx)) {
+		/* Queries answer after the commit: the response waits for them. */
+		plg_query_defer(ctx, out, client_id, topic, ed->qos, corr, corr_len);
+	} else {
+		text = twin_json_print(out);
+		cJSON_Delete(out);
+		if (text != NULL)
+			plg_send_after_commit(ctx, client_id, topic, ed->qos, text, strlen(text),
+			                      corr, corr_len);
+	}
 	free(owned);
 	free(corr);
 	return MOSQ_ERR_SUCCESS;

@@ -18,6 +18,9 @@ typedef struct plg_command {
 	twin_err (*run)(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
 } plg_command;
 
+/* The `query` command (query.c). */
+twin_err plg_query_command(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
+
 /* The command called name, or NULL. */
 const plg_command *plg_command_find(const char *name);
 

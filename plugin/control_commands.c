@@ -206,6 +206,7 @@ static const plg_command commands[] = {
         {"getTwin", TWIN_RIGHT_SERVICE_CONNECT, 200, get_twin},
         {"updateTwin", TWIN_RIGHT_SERVICE_CONNECT, 200, update_twin},
         {"replaceTwin", TWIN_RIGHT_SERVICE_CONNECT, 200, replace_twin},
+        {"query", TWIN_RIGHT_SERVICE_CONNECT, 200, plg_query_command},
 };
 
 const plg_command *plg_command_find(const char *name)

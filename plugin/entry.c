@@ -52,6 +52,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	plg_admit_all_pending(ctx);
 	plg_expiry_sweep(ctx);
 	plg_outbox_flush(ctx);
+	plg_queries_tick(ctx);
 	twin_store_maintain(ctx->store, NULL); /* grow the map between batches */
 	return MOSQ_ERR_SUCCESS;
 }
@@ -156,9 +157,16 @@ PLG_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **u
 		                     "%zu devices were still marked connected from the "
 		                     "last run; now disconnected.",
 		                     stale);
+	if (plg_queries_init(ctx) != 0) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "cannot start the query worker.");
+		twin_store_close(ctx->store);
+		rc = MOSQ_ERR_UNKNOWN;
+		goto fail;
+	}
 	rc = register_callbacks(ctx);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		unregister_callbacks(ctx);
+		plg_queries_free(ctx);
 		twin_store_close(ctx->store);
 		goto fail;
 	}
@@ -198,6 +206,7 @@ PLG_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *op
 	 * leave any more (nothing drains plugin publishes after the main loop),
 	 * exactly as if the broker had died after the commit. */
 	plg_outbox_free(&ctx->out);
+	plg_queries_free(ctx); /* their snapshots end before the store closes */
 	for (size_t i = 0; i < ctx->nkicks; i++)
 		free(ctx->kicks[i]);
 	free(ctx->kicks);

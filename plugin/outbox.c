@@ -19,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "plugin.h"
+#include "twin/json.h"
 #include "topic.h"
 
 static plg_msg *outbox_push(plg_outbox *o)
@@ -211,6 +212,19 @@ static void publish(const plg_msg *m)
 		mosquitto_property_free_all(&props);
 }
 
+void plg_control_response_fail(cJSON *r, const twin_error *e)
+{
+	cJSON *err = cJSON_CreateObject();
+
+	cJSON_DeleteItemFromObjectCaseSensitive(r, "data");
+	cJSON_DeleteItemFromObjectCaseSensitive(r, "error");
+	cJSON_DeleteItemFromObjectCaseSensitive(r, "status");
+	cJSON_AddNumberToObject(r, "status", twin_err_status(e->err));
+	cJSON_AddNumberToObject(err, "code", twin_err_code(e->err));
+	cJSON_AddStringToObject(err, "message", e->message);
+	cJSON_AddItemToObject(r, "error", err);
+}
+
 /* A control response of a failed batch: none of its writes happened, so
  * every command becomes the commit's error, keeping what identifies it. */
 static void fail_control(plg_msg *m, const twin_error *e)
@@ -221,17 +235,9 @@ static void fail_control(plg_msg *m, const twin_error *e)
 
 	cJSON_ArrayForEach(r, responses)
 	{
-		cJSON *err = cJSON_CreateObject();
-
-		cJSON_DeleteItemFromObjectCaseSensitive(r, "data");
-		cJSON_DeleteItemFromObjectCaseSensitive(r, "error");
-		cJSON_DeleteItemFromObjectCaseSensitive(r, "status");
-		cJSON_AddNumberToObject(r, "status", twin_err_status(e->err));
-		cJSON_AddNumberToObject(err, "code", twin_err_code(e->err));
-		cJSON_AddStringToObject(err, "message", e->message);
-		cJSON_AddItemToObject(r, "error", err);
+		plg_control_response_fail(r, e);
 	}
-	text = out ? cJSON_PrintUnformatted(out) : NULL;
+	text = out ? twin_json_print(out) : NULL;
 	cJSON_Delete(out);
 	free(m->payload);
 	m->payload = text;
@@ -353,6 +359,7 @@ void plg_outbox_flush(plg_ctx *ctx)
 	}
 	ctx->out.len = 0;
 	kick_all(ctx, failed);
+	plg_queries_after_commit(ctx, failed ? &err : NULL);
 }
 
 void plg_outbox_free(plg_outbox *o)

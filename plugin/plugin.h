@@ -8,6 +8,7 @@
 #ifndef TWIN_PLUGIN_H
 #define TWIN_PLUGIN_H
 
+#include <cjson/cJSON.h>
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
@@ -81,7 +82,9 @@ typedef struct plg_ctx {
 	 * next (acl.c); cleared at TICK. */
 	const struct mosquitto *gone;
 	char gone_id[TWIN_DEVICE_ID_MAX + 1];
-	int reloading; /* between RELOAD and the next TICK (DESIGN.md §2) */
+	int reloading;               /* between RELOAD and the next TICK (DESIGN.md §2) */
+	struct plg_queries *queries; /* query.c */
+	int control_index;           /* the response the control command being run fills */
 } plg_ctx;
 
 /* options.c */
@@ -117,6 +120,26 @@ void plg_kick_after_commit(plg_ctx *ctx, const char *device_id);
  * (TICK). */
 void plg_outbox_flush(plg_ctx *ctx);
 void plg_outbox_free(plg_outbox *o);
+/* Turn one control response object into the error e (failed commit). */
+void plg_control_response_fail(cJSON *r, const twin_error *e);
+
+/* query.c - the `query` control command, run after the commit, partly on a
+ * worker thread (DESIGN.md §4). init starts the worker (-1 on failure);
+ * free stops it and drops unanswered queries (before the store closes). */
+int plg_queries_init(plg_ctx *ctx);
+void plg_queries_free(plg_ctx *ctx);
+/* Called by the CONTROL callback: non-zero when the request being handled
+ * holds queries; then defer takes over its response out (and copies the
+ * rest) to send once they are answered. */
+int plg_query_collecting(plg_ctx *ctx);
+void plg_query_defer(plg_ctx *ctx, cJSON *out, const char *client_id, const char *topic, int qos,
+                     const void *corr, uint16_t corr_len);
+/* Drop what the CONTROL callback collected (the requester is gone). */
+void plg_query_discard(plg_ctx *ctx);
+/* After each commit (err: the commit failed): start the deferred queries. */
+void plg_queries_after_commit(plg_ctx *ctx, const twin_error *err);
+/* TICK: answer the queries the worker finished. */
+void plg_queries_tick(plg_ctx *ctx);
 
 /* device_api.c - MESSAGE: device requests. */
 int plg_on_message(int event, void *event_data, void *userdata);

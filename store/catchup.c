@@ -213,7 +213,7 @@ twin_err twin_tombstones_record(twin_store *s, const char *device_id, const cJSO
 		tombstones_prune(tombs);
 	if (rc == TWIN_OK && tombs->child == NULL)
 		rc = twin_record_del(s, device_id, TWIN_KIND_TOMBSTONES, err);
-	else if (rc == TWIN_OK && (text = cJSON_PrintUnformatted(tombs)) == NULL)
+	else if (rc == TWIN_OK && (text = twin_json_print(tombs)) == NULL)
 		rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 	else if (rc == TWIN_OK)
 		rc = twin_record_put(s, device_id, TWIN_KIND_TOMBSTONES, text, strlen(text), err);

@@ -149,6 +149,7 @@ void twin_store_close(twin_store *s)
 	if (s->env != NULL)
 		mdb_env_close(s->env);
 	free(s->wlog.buf);
+	cJSON_free(s->scratch.data);
 	free(s->path);
 	free(s);
 }
@@ -318,7 +319,12 @@ static int grow_and_replay(twin_store *s)
 	size_t size = s->map_size * 2;
 	int rc;
 
-	/* No transaction of this process may be live across a resize. */
+	/* No transaction of this process may be live across a resize, and a
+	 * query's snapshot cannot be closed from here: the batch fails. TICK
+	 * grows the map ahead of need (twin_store_maintain), so this takes a
+	 * batch that fills a quarter of the map while a query runs. */
+	if (s->readers > 0)
+		return EBUSY;
 	if (s->rtxn != NULL) {
 		mdb_txn_abort(s->rtxn);
 		s->rtxn = NULL;
@@ -436,8 +442,8 @@ twin_err twin_store_maintain(twin_store *s, twin_error *err)
 	mdb_env_info(s->env, &info);
 	mdb_env_stat(s->env, &st);
 	used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
-	if (used * 4 <= s->map_size * 3)
-		return TWIN_OK;
+	if (used * 4 <= s->map_size * 3 || s->readers > 0)
+		return TWIN_OK; /* with queries running: at a later call */
 	if (s->rtxn != NULL) {
 		mdb_txn_abort(s->rtxn);
 		s->rtxn = NULL;

@@ -23,6 +23,7 @@
 
 #include <lmdb.h>
 
+#include "twin/json.h"
 #include "twin/store.h"
 
 typedef enum db_table {
@@ -51,6 +52,8 @@ struct twin_store {
 	size_t map_size;
 	twin_limits limits;
 	struct rec_cache *cache; /* parsed reported sections (section_cache.c) */
+	twin_buf scratch;        /* the record being built (twin_record.c) */
+	int readers;             /* query runs holding a snapshot (query_run.c) */
 	twin_clock_fn clock;
 	void *clock_ctx;
 	char *path;

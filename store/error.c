@@ -14,6 +14,7 @@
 
 #include "twin/doc.h"
 #include "twin/error.h"
+#include "twin/json.h"
 
 static const struct {
 	int status;
@@ -90,7 +91,7 @@ char *twin_error_body(const twin_error *e, int64_t now)
 	    cJSON_AddStringToObject(body, "trackingId", id) &&
 	    cJSON_AddStringToObject(body, "message", e->message) &&
 	    cJSON_AddStringToObject(body, "timestampUtc", ts))
-		text = cJSON_PrintUnformatted(body);
+		text = twin_json_print(body);
 	cJSON_Delete(body);
 	return text;
 }

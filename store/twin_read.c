@@ -72,22 +72,25 @@ static cJSON *section_view(rec_section *sec)
 	return view;
 }
 
-static int add_view(cJSON *obj, const char *name, rec_section *sec)
+/* Add *v as obj's member name. Takes *v whatever happens (and clears it):
+ * it is freed when obj is NULL or the add fails. */
+static int add_view(cJSON *obj, const char *name, cJSON **v)
 {
-	cJSON *v = section_view(sec);
+	cJSON *item = *v;
 
-	if (v == NULL || !cJSON_AddItemToObject(obj, name, v)) {
-		cJSON_Delete(v);
+	*v = NULL;
+	if (obj == NULL || item == NULL || !cJSON_AddItemToObject(obj, name, item)) {
+		cJSON_Delete(item);
 		return 0;
 	}
 	return 1;
 }
 
-static cJSON *twin_view(const twin_identity *id, int64_t version, rec_section *tags,
-                        rec_section *desired, rec_section *reported)
+cJSON *twin_view_make(const twin_identity *id, int64_t version, cJSON *tags, cJSON *desired,
+                      cJSON *reported)
 {
 	char etag[TWIN_ETAG_MAX], ts[TWIN_TIMESTAMP_MAX];
-	cJSON *twin = cJSON_CreateObject(), *props, *caps, *thumbs;
+	cJSON *twin = cJSON_CreateObject(), *props = NULL, *caps, *thumbs;
 	int ok = twin != NULL;
 
 	ok = ok && cJSON_AddStringToObject(twin, "deviceId", id->device_id);
@@ -119,10 +122,11 @@ static cJSON *twin_view(const twin_identity *id, int64_t version, rec_section *t
 	ok = ok && cJSON_AddNumberToObject(twin, "version", (double)version);
 	ok = ok && (caps = cJSON_AddObjectToObject(twin, "capabilities")) != NULL;
 	ok = ok && cJSON_AddFalseToObject(caps, "iotEdge");
-	ok = ok && add_view(twin, "tags", tags);
-	ok = ok && (props = cJSON_AddObjectToObject(twin, "properties")) != NULL;
-	ok = ok && add_view(props, "desired", desired);
-	ok = ok && add_view(props, "reported", reported);
+	/* Every view is taken over, also after a failure. */
+	ok = add_view(ok ? twin : NULL, "tags", &tags) && ok;
+	props = ok ? cJSON_AddObjectToObject(twin, "properties") : NULL;
+	ok = add_view(props, "desired", &desired) && ok;
+	ok = add_view(props, "reported", &reported) && ok;
 	if (!ok) {
 		cJSON_Delete(twin);
 		return NULL;
@@ -150,7 +154,8 @@ twin_err twin_get(twin_store *s, const char *device_id, cJSON **out, twin_error 
 		rc = rec_load_section(s, device_id, TWIN_KIND_REPORTED, &reported, err);
 	db_read_end(s);
 	if (rc == TWIN_OK) {
-		*out = twin_view(&id, version, &tags, &desired, &reported);
+		*out = twin_view_make(&id, version, section_view(&tags), section_view(&desired),
+		                      section_view(&reported));
 		if (*out == NULL)
 			rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 	}

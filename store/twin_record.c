@@ -179,47 +179,64 @@ twin_err twin_desired_load(twin_store *s, const char *device_id, cJSON **data, c
 	return rc;
 }
 
-static twin_err put_raw_section(twin_store *s, const char *device_id, char kind, int64_t version,
-                                const char *data, const char *meta, twin_error *err)
+/* Build a section record in the store's scratch buffer: the header, the
+ * data text, then the metadata text (print either from a tree or copy a
+ * literal), and put it. One reused buffer, so a PATCH allocates nothing
+ * here. */
+static int record_start(twin_buf *b, int64_t version)
+{
+	uint32_t dlen = 0;
+
+	b->len = 0;
+	return twin_buf_put(b, &version, sizeof(version)) && twin_buf_put(b, &dlen, sizeof(dlen));
+}
+
+static void record_mark_data_end(twin_buf *b)
+{
+	uint32_t dlen = (uint32_t)(b->len - sizeof(int64_t) - sizeof(uint32_t));
+
+	memcpy(b->data + sizeof(int64_t), &dlen, sizeof(dlen));
+}
+
+static twin_err put_record(twin_store *s, const char *device_id, char kind, int ok, twin_error *err)
 {
 	char key[KEY_MAX];
-	uint32_t dlen = (uint32_t)strlen(data);
-	size_t mlen = meta ? strlen(meta) : 0, len = sizeof(version) + sizeof(dlen) + dlen + mlen;
-	char *buf = malloc(len);
-	twin_err rc;
 
 	/* Whatever was cached for this record is stale now. */
 	if (kind == TWIN_KIND_REPORTED)
 		rec_cache_forget(s, device_id);
-	if (buf == NULL) {
+	if (!ok) {
 		db_fail_batch(s); /* an earlier record of this operation may be in */
 		return twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 	}
-	memcpy(buf, &version, sizeof(version));
-	memcpy(buf + sizeof(version), &dlen, sizeof(dlen));
-	memcpy(buf + sizeof(version) + sizeof(dlen), data, dlen);
-	if (mlen)
-		memcpy(buf + sizeof(version) + sizeof(dlen) + dlen, meta, mlen);
-	rc = db_put(s, DB_TWINS, key, twin_key(key, device_id, kind), buf, len, err);
-	free(buf);
-	return rc;
+	return db_put(s, DB_TWINS, key, twin_key(key, device_id, kind), s->scratch.data,
+	              s->scratch.len, err);
+}
+
+static twin_err put_raw_section(twin_store *s, const char *device_id, char kind, int64_t version,
+                                const char *data, const char *meta, twin_error *err)
+{
+	twin_buf *b = &s->scratch;
+	int ok = record_start(b, version) && twin_buf_put(b, data, strlen(data));
+
+	if (ok)
+		record_mark_data_end(b);
+	if (ok && meta != NULL)
+		ok = twin_buf_put(b, meta, strlen(meta));
+	return put_record(s, device_id, kind, ok, err);
 }
 
 twin_err rec_store_section(twin_store *s, const char *device_id, char kind, const rec_section *sec,
                            twin_error *err)
 {
-	char *data = cJSON_PrintUnformatted(sec->data);
-	char *meta = sec->meta ? cJSON_PrintUnformatted(sec->meta) : NULL;
-	twin_err rc;
+	twin_buf *b = &s->scratch;
+	int ok = record_start(b, sec->version) && twin_json_print_append(b, sec->data);
 
-	if (data == NULL || (sec->meta != NULL && meta == NULL)) {
-		db_fail_batch(s); /* an earlier record of this operation may be in */
-		rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
-	} else
-		rc = put_raw_section(s, device_id, kind, sec->version, data, meta, err);
-	free(data);
-	free(meta);
-	return rc;
+	if (ok)
+		record_mark_data_end(b);
+	if (ok && sec->meta != NULL)
+		ok = twin_json_print_append(b, sec->meta);
+	return put_record(s, device_id, kind, ok, err);
 }
 
 twin_err rec_store_version(twin_store *s, const char *device_id, int64_t version, twin_error *err)
@@ -333,7 +350,7 @@ int rec_append_str(char **buf, size_t *len, size_t *cap, const char *str)
 twin_err twin_print_with_version(const cJSON *obj, int64_t v, char **out, size_t *out_len,
                                  twin_error *err)
 {
-	char *text = cJSON_PrintUnformatted(obj);
+	char *text = twin_json_print(obj);
 	size_t len = 0, cap = 0;
 	char *buf = NULL;
 

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <lmdb.h>
 
+#include "twin/registry.h"
 #include "twin/store.h"
 
 /* Record kinds of a twin: key = deviceId "\0" kind (store/db.h). */
@@ -99,6 +100,12 @@ void rec_cache_free(twin_store *s);
 
 /* TWIN_E_PRECONDITION unless if_match matches the etag of version. */
 twin_err rec_check_etag(int64_t version, const char *if_match, twin_error *err);
+
+/* The service view of a twin (PROTOCOL.md §4) from its identity, version and
+ * three section views, which it takes over (they are freed on failure).
+ * NULL when out of memory. */
+cJSON *twin_view_make(const twin_identity *id, int64_t version, cJSON *tags, cJSON *desired,
+                      cJSON *reported);
 
 /* Growable-buffer appends for spliced JSON; 0 when out of memory. */
 int rec_append_str(char **buf, size_t *len, size_t *cap, const char *str);

@@ -5,6 +5,7 @@
  *   twin-store-bench load --db DIR -n N [--batch B] [--no-view] [--json FILE]
  *   twin-store-bench open --db DIR [--drop-caches] [--json FILE]
  *   twin-store-bench get  --db DIR -n SAMPLES [--drop-caches] [--seed S] [--json FILE]
+ *   twin-store-bench query --db DIR -q QUERY [-n RUNS] [--json FILE]
  *
  * Why: a broker restart with a million twins must not stall (the plugin
  * opens the store and marks every device disconnected before it serves),
@@ -25,6 +26,11 @@
  *   get   times SAMPLES twin_get_device_body calls (the device GET) on
  *         random devices across the whole id space, cold (page cache
  *         dropped, store reopened) and then warm (the same ids again).
+ *   query times RUNS runs of QUERY (PROTOCOL.md §8) over the whole store,
+ *         every page followed with the maximum page size, and reports the
+ *         fastest and the median run, the rows and the twins scanned. The
+ *         runs step in slices of 256 twins, as the plugin's worker does;
+ *         the longest slice is what one step costs the thread running it.
  *
  * --drop-caches writes 3 to /proc/sys/vm/drop_caches after sync (root
  * only); without root it falls back to posix_fadvise(DONTNEED) on data.mdb.
@@ -45,6 +51,7 @@
 #include <cjson/cJSON.h>
 #include <lmdb.h>
 
+#include "twin/query.h"
 #include "twin/registry.h"
 #include "twin/store.h"
 #include "twin/twin.h"
@@ -58,7 +65,7 @@
 static const char *const table_names[TABLE_COUNT] = {"devices", "twins", "policies"};
 
 typedef struct bench_args {
-	const char *db, *json;
+	const char *db, *json, *query;
 	unsigned long n, batch;
 	uint64_t seed;
 	int drop_caches, view;
@@ -679,6 +686,97 @@ out:
 	return rc;
 }
 
+/* One run of q over every page: its time, rows, twins scanned and the
+ * longest step, in ms. */
+static int query_once(twin_store *s, const twin_query *q, double *ms, size_t *rows, size_t *scanned,
+                      double *max_step)
+{
+	char *token = NULL;
+	double t0 = now_ms();
+	twin_error err;
+
+	*rows = *scanned = 0;
+	*max_step = 0;
+	do {
+		twin_query_run *r = NULL;
+		cJSON *items = NULL;
+		char *next = NULL;
+		int done = 0;
+		twin_err rc = twin_query_start(s, q, token, TWIN_QUERY_PAGE_MAX, &r, &err);
+
+		while (rc == TWIN_OK && !done) {
+			double t = now_ms();
+
+			rc = twin_query_step(r, 256, &done, &err);
+			if (now_ms() - t > *max_step)
+				*max_step = now_ms() - t;
+		}
+		if (rc == TWIN_OK)
+			rc = twin_query_page(r, &items, &next, &err);
+		if (rc == TWIN_OK) {
+			*rows += (size_t)cJSON_GetArraySize(items);
+			*scanned += twin_query_scanned(r);
+		}
+		cJSON_Delete(items);
+		twin_query_end(r);
+		free(token);
+		token = next;
+		if (rc != TWIN_OK) {
+			free(token);
+			return fail("query", &err);
+		}
+	} while (token != NULL);
+	*ms = now_ms() - t0;
+	return 0;
+}
+
+static int cmd_query(const bench_args *a)
+{
+	unsigned long runs = a->n ? a->n : 5;
+	double *ms = calloc(runs, sizeof(*ms)), max_step = 0, step;
+	size_t rows = 0, scanned = 0;
+	twin_query *q = NULL;
+	twin_store *s = NULL;
+	twin_error err;
+	int rc = 1;
+	cJSON *o;
+
+	if (ms == NULL)
+		return 1;
+	if (twin_query_parse(a->query, strlen(a->query), &q, &err) != TWIN_OK) {
+		rc = fail("query", &err);
+		goto out;
+	}
+	if (store_open(a->db, &s, &err) != TWIN_OK) {
+		rc = fail(a->db, &err);
+		goto out;
+	}
+	for (unsigned long i = 0; i < runs; i++) {
+		if (query_once(s, q, &ms[i], &rows, &scanned, &step) != 0)
+			goto out;
+		max_step = step > max_step ? step : max_step;
+	}
+	qsort(ms, runs, sizeof(*ms), cmp_double);
+	printf("query: %s\n  %lu runs: fastest %.1f ms, median %.1f ms; %zu rows, %zu twins "
+	       "scanned; longest 256-twin step %.2f ms\n",
+	       a->query, runs, ms[0], ms[runs / 2], rows, scanned, max_step);
+	o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "command", "query");
+	cJSON_AddStringToObject(o, "query", a->query);
+	cJSON_AddNumberToObject(o, "runs", (double)runs);
+	cJSON_AddNumberToObject(o, "fastest_ms", ms[0]);
+	cJSON_AddNumberToObject(o, "median_ms", ms[runs / 2]);
+	cJSON_AddNumberToObject(o, "rows", (double)rows);
+	cJSON_AddNumberToObject(o, "scanned", (double)scanned);
+	cJSON_AddNumberToObject(o, "longest_step_ms", max_step);
+	rc = write_json(a->json, o);
+out:
+	twin_query_free(q);
+	twin_store_close(s);
+	free(ms);
+	return rc;
+}
+
 /* ------------------------------------------------------------------ */
 
 static int usage(FILE *f)
@@ -686,7 +784,8 @@ static int usage(FILE *f)
 	fprintf(f, "usage: " PROG " load --db DIR -n N [--batch B] [--no-view] [--json FILE]\n"
 	           "       " PROG " open --db DIR [--drop-caches] [--json FILE]\n"
 	           "       " PROG " get  --db DIR -n SAMPLES [--drop-caches] [--seed S] "
-	           "[--json FILE]\n");
+	           "[--json FILE]\n"
+	           "       " PROG " query --db DIR -q QUERY [-n RUNS] [--json FILE]\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -701,11 +800,15 @@ static int parse_ulong(const char *s, unsigned long *out)
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	        {"db", required_argument, NULL, 'd'},    {"batch", required_argument, NULL, 'b'},
-	        {"json", required_argument, NULL, 'j'},  {"seed", required_argument, NULL, 's'},
-	        {"drop-caches", no_argument, NULL, 'C'}, {"no-view", no_argument, NULL, 'V'},
-	        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {{"db", required_argument, NULL, 'd'},
+	                                         {"batch", required_argument, NULL, 'b'},
+	                                         {"json", required_argument, NULL, 'j'},
+	                                         {"seed", required_argument, NULL, 's'},
+	                                         {"drop-caches", no_argument, NULL, 'C'},
+	                                         {"no-view", no_argument, NULL, 'V'},
+	                                         {"help", no_argument, NULL, 'h'},
+	                                         {"query", required_argument, NULL, 'q'},
+	                                         {NULL, 0, NULL, 0}};
 	bench_args a = {.batch = 1000, .seed = 1, .view = 1};
 	char path[4096];
 	unsigned long seed;
@@ -718,7 +821,7 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
 		return usage(stdout);
 	optind = 2;
-	while ((c = getopt_long(argc, argv, "n:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:q:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
 			a.db = optarg;
@@ -742,6 +845,9 @@ int main(int argc, char **argv)
 		case 'C':
 			a.drop_caches = 1;
 			break;
+		case 'q':
+			a.query = optarg;
+			break;
 		case 'V':
 			a.view = 0;
 			break;
@@ -755,7 +861,8 @@ int main(int argc, char **argv)
 		return usage(stderr);
 	if (strcmp(cmd, "load") == 0 && a.n > 0 && a.n <= 9999999)
 		return cmd_load(&a);
-	if (strcmp(cmd, "open") != 0 && (strcmp(cmd, "get") != 0 || a.n == 0))
+	if (strcmp(cmd, "open") != 0 && (strcmp(cmd, "get") != 0 || a.n == 0) &&
+	    (strcmp(cmd, "query") != 0 || a.query == NULL))
 		return usage(stderr);
 	/* twin_store_open would create an empty store: not what we measure. */
 	snprintf(path, sizeof(path), "%s/data.mdb", a.db);
@@ -763,5 +870,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
 		return 1;
 	}
+	if (strcmp(cmd, "query") == 0)
+		return cmd_query(&a);
 	return strcmp(cmd, "open") == 0 ? cmd_open(&a) : cmd_get(&a);
 }

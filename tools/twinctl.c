@@ -5,6 +5,7 @@
  *
  *   twinctl [connection options] device create|show|update|delete|list …
  *   twinctl [connection options] twin show|update|replace …
+ *   twinctl [connection options] query "SELECT …"
  *
  * This file holds what every command shares: the connection options (which
  * may also follow the command words), the dispatch to a command group, the
@@ -56,6 +57,7 @@ static const char top_help[] =
         "Commands:\n"
         "  device create|show|update|delete|list   identities (twinctl device --help)\n"
         "  twin show|update|replace                twins (twinctl twin --help)\n"
+        "  query \"SELECT …\"                        fleet queries (twinctl query --help)\n"
         "\n"
         "Connection options (before or after the command):\n"
         "  -h, --host HOST          the broker; default: the HostName of the connection\n"
@@ -358,6 +360,8 @@ int main(int argc, char **argv)
 		rc = twinctl_device_main(&conf, argc - first, argv + first);
 	else if (strcmp(group, "twin") == 0)
 		rc = twinctl_twin_main(&conf, argc - first, argv + first);
+	else if (strcmp(group, "query") == 0)
+		rc = twinctl_query_main(&conf, argc - first, argv + first);
 	else
 		rc = twinctl_usage_error(&conf, "unknown command '%s' (twinctl --help).", group);
 	mosquitto_lib_cleanup();

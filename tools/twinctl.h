@@ -8,6 +8,7 @@
  *   twinctl_device.c       device create|show|update|delete|list
  *   twinctl_credentials.c  their credential flags, device connection strings
  *   twinctl_twin.c         twin show|update|replace
+ *   twinctl_query.c        query
  *
  * Every function that can fail prints ONE line to stderr saying why, where
  * it failed, and returns the process exit code (TWINCTL_EXIT_*); callers
@@ -138,6 +139,7 @@ void twinctl_add_connection_string(const twinctl_conf *conf, cJSON *identity);
 /* The command groups: argv[0] is "device" or "twin". An exit code, or
  * TWINCTL_HELP_SHOWN. */
 int twinctl_device_main(twinctl_conf *conf, int argc, char **argv);
+int twinctl_query_main(twinctl_conf *conf, int argc, char **argv);
 int twinctl_twin_main(twinctl_conf *conf, int argc, char **argv);
 
 /* A group's subcommand table and its dispatcher. */

@@ -274,6 +274,8 @@ static int create_client(twinctl_session *s)
 		return TWINCTL_EXIT_CONN;
 	}
 	mosquitto_int_option(s->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	/* Requests follow responses: without it each waits out a delayed ACK. */
+	mosquitto_int_option(s->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	mosquitto_connect_v5_callback_set(s->mosq, on_connect);
 	mosquitto_subscribe_v5_callback_set(s->mosq, on_subscribe);
 	mosquitto_publish_v5_callback_set(s->mosq, on_publish);

@@ -1,5 +1,5 @@
-"""twin-store-bench (tools/twin_store_bench.c) at toy scale: load, open and
-get run to completion and their --json figures exist and are sane. The
+"""twin-store-bench (tools/twin_store_bench.c) at toy scale: load, open,
+get and query run to completion and their --json figures exist and are sane. The
 numbers themselves are not asserted: this only keeps the benchmark working
 (also under ASan) for the real run at a million twins.
 
@@ -61,6 +61,19 @@ def test_store_bench_load_open_get(tmp_path):
         p = get[run]
         assert 0 <= p["p50_us"] <= p["p90_us"] <= p["p99_us"] <= p["max_us"]
         assert p["mean_us"] > 0
+
+
+def test_store_bench_query_counts_and_groups(tmp_path):
+    bench(tmp_path, "load", "-n", str(TWINS), "--batch", "500", "--no-view")
+    count = bench(tmp_path, "query", "-q", "SELECT COUNT() AS n FROM devices", "-n", "3")
+    assert count["runs"] == 3 and count["rows"] == 1 and count["scanned"] == TWINS
+    assert 0 < count["fastest_ms"] <= count["median_ms"]
+    assert count["longest_step_ms"] > 0
+    groups = bench(tmp_path, "query", "-q",
+                   "SELECT tags.location.site, COUNT() FROM devices GROUP BY tags.location.site")
+    assert groups["rows"] == 4 and groups["scanned"] == TWINS  # four sites in the load
+    rows = bench(tmp_path, "query", "-q", "SELECT deviceId FROM devices WHERE tags.location.floor >= 0")
+    assert rows["rows"] == TWINS  # every page followed
 
 
 def test_store_bench_load_refuses_existing_database(tmp_path):

@@ -8,6 +8,7 @@ wait with bounded timeouts, so no test relies on sleeps to see a message.
 import itertools
 import json
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -63,6 +64,9 @@ class Client:
         self.client.on_subscribe = lambda _c, _u, _mid, granted: self.suback.put(granted)
         self.client.on_disconnect = lambda _c, _u, _rc: self.closed.set()
         self.client.connect("127.0.0.1", port, keepalive=30)
+        # Without TCP_NODELAY a request sent right after a PUBACK waits for
+        # the broker's delayed ACK (40 ms), as DESIGN.md §2 measured.
+        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
         if not connected.wait(5):
             self.client.loop_stop()

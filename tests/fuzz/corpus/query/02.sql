@@ -1,0 +1,1 @@
+SELECT * FROM devices WHERE tags.location.region = 'US'

@@ -1,0 +1,1 @@
+SELECT deviceId, properties.reported.fw AS fw FROM devices WHERE IS_DEFINED(properties.reported.fw)

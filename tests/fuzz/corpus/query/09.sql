@@ -1,0 +1,1 @@
+SELECT TOP 2 DeviceId, LastActivityTime FROM devices WHERE STARTSWITH(deviceId, 'test')

@@ -1,0 +1,1 @@
+SELECT deviceId FROM devices WHERE tags.[[group]].name = "A\"B"

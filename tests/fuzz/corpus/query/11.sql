@@ -1,0 +1,1 @@
+SELECT AVG(properties.reported.temp) AS avgT, MAX(properties.reported.temp) AS maxT FROM devices WHERE status = 'enabled'

@@ -1,0 +1,1 @@
+SELECT deviceId FROM devices WHERE NOT IS_DEFINED(properties.reported.fw) OR properties.reported.fw < '2.0'

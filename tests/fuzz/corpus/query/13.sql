@@ -1,0 +1,1 @@
+select top 0x10 tags.a, sum(tags.b), min(tags.c) as [[min c]] from Devices.Modules where -(tags.x + 1.5e2) * 3 % 2 <> -0x1f and tags.y nin [-1, null, true, false, 'z'] group by tags.a

@@ -1,0 +1,1 @@
+SELECT * FROM devices WHERE ENDSWITH(tags.s, '\u00e9\ud83d\ude00\n\t\'') AND CONTAINS(tags.s, "x") OR IS_NULL(tags.n) OR IS_BOOL(tags.b) OR IS_NUMBER(tags.n) OR IS_STRING(tags.s) OR IS_OBJECT(tags) OR IS_ARRAY(tags.a) OR IS_PRIMITIVE(tags.p) OR tags.u = undefined

@@ -1,0 +1,1 @@
+SELECT * FROM devices WHERE ((NOT (a.b <= 1 OR a.c > 2)) AND $metadata.$lastUpdated >= '2024' AND a != b / 0)

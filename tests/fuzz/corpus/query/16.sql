@@ -1,0 +1,1 @@
+SELECT tags.x, COUNT() FROM devices GROUP BY tags.x ORDER BY tags.x
