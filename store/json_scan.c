@@ -57,45 +57,48 @@ static const char *skip_value(const char *p, const char *end)
 	return NULL;
 }
 
-static int hex4(const char *p, unsigned *out)
+long json_hex4(const char *p)
 {
-	unsigned v = 0;
+	long v = 0;
 
 	for (int i = 0; i < 4; i++) {
 		char c = p[i];
 
 		v <<= 4;
 		if (c >= '0' && c <= '9')
-			v |= (unsigned)(c - '0');
+			v |= c - '0';
 		else if (c >= 'a' && c <= 'f')
-			v |= (unsigned)(c - 'a' + 10);
+			v |= c - 'a' + 10;
 		else if (c >= 'A' && c <= 'F')
-			v |= (unsigned)(c - 'A' + 10);
+			v |= c - 'A' + 10;
 		else
-			return 0;
+			return -1;
 	}
-	*out = v;
-	return 1;
+	return v;
 }
 
-static char *put_utf8(char *o, unsigned cp)
+size_t json_put_utf8(char *out, unsigned cp)
 {
-	if (cp < 0x80)
-		*o++ = (char)cp;
-	else if (cp < 0x800) {
-		*o++ = (char)(0xC0 | (cp >> 6));
-		*o++ = (char)(0x80 | (cp & 0x3F));
-	} else if (cp < 0x10000) {
-		*o++ = (char)(0xE0 | (cp >> 12));
-		*o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-		*o++ = (char)(0x80 | (cp & 0x3F));
-	} else {
-		*o++ = (char)(0xF0 | (cp >> 18));
-		*o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
-		*o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-		*o++ = (char)(0x80 | (cp & 0x3F));
+	if (cp < 0x80) {
+		out[0] = (char)cp;
+		return 1;
 	}
-	return o;
+	if (cp < 0x800) {
+		out[0] = (char)(0xC0 | (cp >> 6));
+		out[1] = (char)(0x80 | (cp & 0x3F));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		out[0] = (char)(0xE0 | (cp >> 12));
+		out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+		out[2] = (char)(0x80 | (cp & 0x3F));
+		return 3;
+	}
+	out[0] = (char)(0xF0 | (cp >> 18));
+	out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+	out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+	out[3] = (char)(0x80 | (cp & 0x3F));
+	return 4;
 }
 
 /* One escape at p (after the backslash), end the token's closing quote. */
@@ -103,21 +106,21 @@ static const char *unescape(const char *p, const char *end, char **o)
 {
 	static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
 	const char *hit = memchr(from, *p, sizeof(from) - 1);
-	unsigned cp, lo;
+	long cp, lo;
 
 	if (hit != NULL) {
 		*(*o)++ = to[hit - from];
 		return p + 1;
 	}
-	if (*p != 'u' || end - p < 5 || !hex4(p + 1, &cp))
+	if (*p != 'u' || end - p < 5 || (cp = json_hex4(p + 1)) < 0)
 		return NULL;
 	p += 5;
 	if (cp >= 0xD800 && cp < 0xDC00 && end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
-	    hex4(p + 2, &lo) && lo >= 0xDC00 && lo < 0xE000) {
+	    (lo = json_hex4(p + 2)) >= 0xDC00 && lo < 0xE000) {
 		cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
 		p += 6;
 	}
-	*o = put_utf8(*o, cp);
+	*o += json_put_utf8(*o, (unsigned)cp);
 	return p;
 }
 

@@ -25,4 +25,11 @@ int json_scan_path(const char *text, size_t len, char *const *seg, size_t n, con
  * memory or the token is malformed. */
 char *json_scan_string(const char *s, size_t len, size_t *out_len);
 
+/* The value of the four hex digits at p[0..4), or -1. */
+long json_hex4(const char *p);
+
+/* Write code point cp (at most U+10FFFF) as UTF-8 at out; the number of
+ * bytes written, 1 to 4. */
+size_t json_put_utf8(char *out, unsigned cp);
+
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "json_parser.h"
+#include "json_scan.h"
 
 /* Length of the well-formed UTF-8 sequence at s[0..avail), avail >= 1, or 0
  * when there is none. Follows Unicode Table 3-7: restricting the second byte
@@ -63,62 +64,17 @@ int twin_utf8_valid(const char *s, size_t len)
 	return 1;
 }
 
-static bool hex4(const unsigned char *s, unsigned *out)
-{
-	unsigned v = 0;
-	int k;
-
-	for (k = 0; k < 4; k++) {
-		unsigned char c = s[k];
-
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (unsigned)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (unsigned)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (unsigned)(c - 'A' + 10);
-		else
-			return false;
-	}
-	*out = v;
-	return true;
-}
-
-static size_t put_utf8(char *out, unsigned cp)
-{
-	if (cp < 0x80) {
-		out[0] = (char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		out[0] = (char)(0xC0 | (cp >> 6));
-		out[1] = (char)(0x80 | (cp & 0x3F));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		out[0] = (char)(0xE0 | (cp >> 12));
-		out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-		out[2] = (char)(0x80 | (cp & 0x3F));
-		return 3;
-	}
-	out[0] = (char)(0xF0 | (cp >> 18));
-	out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-	out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-	out[3] = (char)(0x80 | (cp & 0x3F));
-	return 4;
-}
-
 /* Decode the \uXXXX escape at text[at] (a surrogate pair takes two escapes)
  * into *cp, setting *used to the bytes consumed. end is the closing quote. */
 static twin_err decode_u_escape(struct parser *ps, size_t at, size_t end, unsigned *cp,
                                 size_t *used)
 {
 	const unsigned char *s = ps->text;
-	unsigned lo;
+	long v, lo;
 
-	if (end - at < 6 || !hex4(s + at + 2, cp))
+	if (end - at < 6 || (v = json_hex4((const char *)s + at + 2)) < 0)
 		return json_fail(ps, at, "invalid \\u escape");
+	*cp = (unsigned)v;
 	/* cJSON strings are NUL-terminated, so a NUL would silently cut the
 	 * string (or key) short; it is rejected rather than stored wrongly. */
 	if (*cp == 0)
@@ -128,10 +84,10 @@ static twin_err decode_u_escape(struct parser *ps, size_t at, size_t end, unsign
 	*used = 6;
 	if (*cp < 0xD800 || *cp > 0xDBFF)
 		return TWIN_OK;
-	if (end - at < 12 || s[at + 6] != '\\' || s[at + 7] != 'u' || !hex4(s + at + 8, &lo) ||
-	    lo < 0xDC00 || lo > 0xDFFF)
+	if (end - at < 12 || s[at + 6] != '\\' || s[at + 7] != 'u' ||
+	    (lo = json_hex4((const char *)s + at + 8)) < 0xDC00 || lo > 0xDFFF)
 		return json_fail(ps, at, "lone high surrogate");
-	*cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
+	*cp = 0x10000 + ((*cp - 0xD800) << 10) + (unsigned)(lo - 0xDC00);
 	*used = 12;
 	return TWIN_OK;
 }
@@ -174,7 +130,7 @@ static twin_err decode_escape(struct parser *ps, size_t *i, size_t end, char *ou
 	default:
 		return json_fail(ps, *i, "invalid escape");
 	}
-	*o += put_utf8(out + *o, cp);
+	*o += json_put_utf8(out + *o, cp);
 	*i += used;
 	return TWIN_OK;
 }

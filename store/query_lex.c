@@ -18,6 +18,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "json_scan.h"
 #include "query_parser.h"
 #include "twin/json.h"
 #include "twin/query.h"
@@ -333,45 +334,10 @@ static twin_err lex_number(q_lexer *lx, q_token *t)
 	return decimal_value(lx, t);
 }
 
-static size_t put_utf8(char *out, unsigned cp)
-{
-	if (cp < 0x80) {
-		out[0] = (char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		out[0] = (char)(0xC0 | (cp >> 6));
-		out[1] = (char)(0x80 | (cp & 0x3F));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		out[0] = (char)(0xE0 | (cp >> 12));
-		out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-		out[2] = (char)(0x80 | (cp & 0x3F));
-		return 3;
-	}
-	out[0] = (char)(0xF0 | (cp >> 18));
-	out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-	out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-	out[3] = (char)(0x80 | (cp & 0x3F));
-	return 4;
-}
-
 /* The four hex digits at text[i..i+4) before end, or -1. */
 static long hex4(const q_lexer *lx, size_t i, size_t end)
 {
-	long v = 0;
-
-	if (end - i < 4)
-		return -1;
-	for (size_t k = i; k < i + 4; k++) {
-		int d = hex_digit(lx->text[k]);
-
-		if (d < 0)
-			return -1;
-		v = v * 16 + d;
-	}
-	return v;
+	return end - i < 4 ? -1 : json_hex4((const char *)lx->text + i);
 }
 
 /* Decode \uXXXX (or a surrogate pair of two) at text[i]; end is the closing
@@ -421,7 +387,7 @@ static twin_err decode_escape(q_lexer *lx, size_t *i, size_t end, char *out, siz
 	} else {
 		return q_lex_fail(lx, *i, "invalid escape");
 	}
-	*o += put_utf8(out + *o, cp);
+	*o += json_put_utf8(out + *o, cp);
 	*i += used;
 	return TWIN_OK;
 }
