@@ -343,11 +343,10 @@ static void req_send(plg_qreq *r)
 	cJSON_free(text);
 }
 
-static void job_done(plg_ctx *ctx, plg_qjob *j)
+static void job_done(plg_qjob *j)
 {
 	plg_qreq *r = j->req;
 
-	(void)ctx;
 	job_answer(j);
 	if (--r->pending == 0) {
 		req_send(r);
@@ -400,7 +399,7 @@ static void req_start(plg_ctx *ctx, plg_qreq *r, plg_qjob ***tail)
 			**tail = jobs[i];
 			*tail = &jobs[i]->next_job;
 		} else
-			job_done(ctx, jobs[i]);
+			job_done(jobs[i]);
 	}
 	free(jobs);
 }
@@ -453,7 +452,7 @@ void plg_queries_tick(plg_ctx *ctx)
 		plg_qjob *j = finished;
 
 		finished = j->next_job;
-		job_done(ctx, j);
+		job_done(j);
 	}
 }
 
