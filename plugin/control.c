@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "twin/changes.h"
 #include "twin/json.h"
 
 #define PLG_CONTROL_TOPIC    "$CONTROL/twin/v1"
@@ -150,13 +151,21 @@ int plg_on_control(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_control *ed = event_data;
 	plg_ctx *ctx = userdata;
 	const char *client_id = mosquitto_client_id(ed->client), *topic;
-	cJSON *out = handle_request(ctx, ed->payload, ed->payloadlen,
-	                            plg_client_rights(ctx, ed->client));
 	char *text = NULL, *owned;
 	uint16_t corr_len;
 	void *corr;
+	cJSON *out;
 
 	(void)event;
+	/* The change log records who wrote: the policy (its name is the
+	 * username of a back end in sas mode), else the MQTT client. */
+	if (ctx->opts.auth == PLG_AUTH_SAS)
+		twin_store_set_actor(ctx->store, "policy", mosquitto_client_username(ed->client),
+		                     NULL);
+	else
+		twin_store_set_actor(ctx->store, "client", client_id, NULL);
+	out = handle_request(ctx, ed->payload, ed->payloadlen, plg_client_rights(ctx, ed->client));
+	twin_store_set_actor(ctx->store, NULL, NULL, NULL);
 	if (client_id == NULL) {
 		plg_query_discard(ctx);
 		cJSON_Delete(out);

@@ -21,6 +21,9 @@ typedef struct plg_command {
 /* The `query` command (query.c). */
 twin_err plg_query_command(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
 
+/* The `getChanges` command (events.c). */
+twin_err plg_get_changes_command(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
+
 /* The command called name, or NULL. */
 const plg_command *plg_command_find(const char *name);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "twin/changes.h"
 #include "twin/registry.h"
 
 /* A required string member of cmd, or TWIN_E_INVALID naming it. */
@@ -98,6 +99,7 @@ static twin_err create_device(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin
 	twin_write_result res = {0};
 	const char *id = NULL;
 	twin_identity created;
+	twin_changes_mark mark = twin_changes_mark_get(ctx->store);
 	twin_err rc = string_arg(cmd, "deviceId", &id, err);
 
 	if (rc == TWIN_OK)
@@ -109,8 +111,11 @@ static twin_err create_device(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin
 	if (rc == TWIN_OK && twin != NULL) {
 		rc = twin_update(ctx->store, id, twin, NULL, &res, err);
 		twin_write_result_clear(&res);
-		if (rc != TWIN_OK)
+		if (rc != TWIN_OK) {
+			/* Undone inside the batch, log entries included. */
 			twin_device_delete(ctx->store, id, NULL, NULL);
+			twin_changes_rollback(ctx->store, mark, NULL);
+		}
 	}
 	return rc == TWIN_OK ? identity_data(&created, data, err) : rc;
 }
@@ -207,6 +212,7 @@ static const plg_command commands[] = {
         {"updateTwin", TWIN_RIGHT_SERVICE_CONNECT, 200, update_twin},
         {"replaceTwin", TWIN_RIGHT_SERVICE_CONNECT, 200, replace_twin},
         {"query", TWIN_RIGHT_SERVICE_CONNECT, 200, plg_query_command},
+        {"getChanges", TWIN_RIGHT_SERVICE_CONNECT, 200, plg_get_changes_command},
 };
 
 const plg_command *plg_command_find(const char *name)

@@ -73,6 +73,10 @@ static int parse_numeric(plg_options *o, const char *key, const char *value, int
 	} else if (strcmp(key, "max_desired_bytes") == 0) {
 		rc = parse_size(key, value, 1 << 24, &v);
 		l->desired_max = (size_t)v;
+	} else if (strcmp(key, "changes_max_count") == 0) {
+		rc = parse_size(key, value, 1ull << 40, &o->changes_max_count);
+	} else if (strcmp(key, "changes_max_age") == 0) {
+		rc = parse_size(key, value, 100ull * 365 * 86400, &o->changes_max_age);
 	} else if (strcmp(key, "max_reported_bytes") == 0) {
 		rc = parse_size(key, value, 1 << 24, &v);
 		l->reported_max = (size_t)v;
@@ -184,6 +188,8 @@ int plg_options_parse(plg_options *o, struct mosquitto_opt *opts, int count)
 {
 	memset(o, 0, sizeof(*o));
 	o->catchup = 1;
+	o->changes_max_count = 1000000;
+	o->changes_max_age = 7 * 86400;
 	twin_store_options_default(&o->store);
 	for (int i = 0; i < count; i++) {
 		const char *key = opts[i].key, *value = opts[i].value ? opts[i].value : "";

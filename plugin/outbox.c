@@ -358,6 +358,7 @@ void plg_outbox_flush(plg_ctx *ctx)
 		msg_free(m);
 	}
 	ctx->out.len = 0;
+	plg_events_publish(ctx);
 	kick_all(ctx, failed);
 	plg_queries_after_commit(ctx, failed ? &err : NULL);
 }

@@ -42,7 +42,9 @@ typedef struct plg_options {
 	char *hostname;        /* plugin_opt_hostname: the hub name in SAS tokens */
 	twin_policy *policies; /* plugin_opt_policy_<name> lines */
 	size_t npolicies;
-	twin_store_options store; /* map size and limits; store.path = db_path */
+	unsigned long long changes_max_count; /* plugin_opt_changes_max_count */
+	unsigned long long changes_max_age;   /* plugin_opt_changes_max_age, seconds */
+	twin_store_options store;             /* map size and limits; store.path = db_path */
 } plg_options;
 
 /* A publish waiting for the commit of its batch. */
@@ -85,6 +87,7 @@ typedef struct plg_ctx {
 	int reloading;               /* between RELOAD and the next TICK (DESIGN.md §2) */
 	struct plg_queries *queries; /* query.c */
 	int control_index;           /* the response the control command being run fills */
+	int64_t next_trim;           /* when change log retention runs next (ticks) */
 } plg_ctx;
 
 /* options.c */
@@ -140,6 +143,12 @@ void plg_query_discard(plg_ctx *ctx);
 void plg_queries_after_commit(plg_ctx *ctx, const twin_error *err);
 /* TICK: answer the queries the worker finished. */
 void plg_queries_tick(plg_ctx *ctx);
+
+/* events.c - the event stream (PROTOCOL.md §9) and change log retention. */
+/* After a commit: publish the entries it made durable to $twin/events/. */
+void plg_events_publish(plg_ctx *ctx);
+/* TICK, before the commit: trim one slice of the log past retention. */
+void plg_events_trim(plg_ctx *ctx);
 
 /* device_api.c - MESSAGE: device requests. */
 int plg_on_message(int event, void *event_data, void *userdata);

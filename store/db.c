@@ -25,7 +25,8 @@ enum { WLOG_PUT = 1, WLOG_DEL = 2 };
 #define DB_MAX_TABLES 8
 _Static_assert(DB_TABLE_COUNT <= DB_MAX_TABLES, "raise DB_MAX_TABLES");
 
-static const char *table_names[DB_TABLE_COUNT] = {"devices", "twins", "policies", "connected"};
+static const char *table_names[DB_TABLE_COUNT] = {"devices", "twins",   "policies",
+                                                    "connected", "changes", "meta", "jobs"};
 
 static twin_err lmdb_error(twin_error *err, const char *what, int rc)
 {
@@ -127,7 +128,7 @@ twin_err twin_store_open(const twin_store_options *o, twin_store **out, twin_err
 		twin_store_close(s);
 		return TWIN_E_STORAGE;
 	}
-	if (open_tables(s, err) != TWIN_OK) {
+	if (open_tables(s, err) != TWIN_OK || changes_open(s, err) != TWIN_OK) {
 		twin_store_close(s);
 		return TWIN_E_STORAGE;
 	}
@@ -144,6 +145,7 @@ void twin_store_close(twin_store *s)
 		return;
 	twin_store_abort(s);
 	rec_cache_free(s);
+	changes_free(s);
 	if (s->rtxn != NULL)
 		mdb_txn_abort(s->rtxn);
 	if (s->env != NULL)
@@ -244,6 +246,7 @@ twin_err db_write_begin(twin_store *s, twin_error *err)
 		return lmdb_error(err, "begin", rc);
 	}
 	s->wlog.len = 0;
+	changes_batch_begin(s);
 	return TWIN_OK;
 }
 
@@ -416,6 +419,7 @@ twin_err twin_store_commit(twin_store *s, twin_error *err)
 		return lmdb_error(err, "commit", rc);
 	}
 	s->wlog.len = 0;
+	changes_committed(s);
 	return TWIN_OK;
 }
 
@@ -428,6 +432,7 @@ void twin_store_abort(twin_store *s)
 	s->wtxn = NULL;
 	s->wlog.len = 0;
 	s->batch_failed = 0;
+	changes_aborted(s);
 }
 
 twin_err twin_store_maintain(twin_store *s, twin_error *err)

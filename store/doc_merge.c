@@ -241,3 +241,32 @@ cJSON *twin_doc_with_removals(const cJSON *old_data, const cJSON *new_data)
 	}
 	return out;
 }
+
+cJSON *twin_meta_touched(const cJSON *meta, const cJSON *patch)
+{
+	cJSON *out = cJSON_CreateObject();
+
+	if (out == NULL || !cJSON_IsObject(meta))
+		return out;
+	for (const cJSON *m = meta->child; m != NULL; m = m->next) {
+		if (m->string[0] == '$' &&
+		    !cJSON_AddItemToObject(out, m->string, cJSON_Duplicate(m, 1)))
+			goto fail;
+	}
+	for (const cJSON *p = patch ? patch->child : NULL; p != NULL; p = p->next) {
+		const cJSON *node = cJSON_GetObjectItemCaseSensitive(meta, p->string);
+		cJSON *sub;
+
+		if (node == NULL)
+			continue; /* removed by the patch: no metadata left */
+		sub = cJSON_IsObject(p) ? twin_meta_touched(node, p) : cJSON_Duplicate(node, 1);
+		if (!cJSON_AddItemToObject(out, p->string, sub)) {
+			cJSON_Delete(sub);
+			goto fail;
+		}
+	}
+	return out;
+fail:
+	cJSON_Delete(out);
+	return NULL;
+}

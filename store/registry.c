@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "changes_log.h"
 #include "db.h"
 #include "key.h"
 #include "twin/doc.h"
@@ -291,8 +292,31 @@ twin_err twin_device_create(twin_store *s, const char *device_id, const cJSON *s
 	rc = store_identity(s, &id, err);
 	if (rc == TWIN_OK)
 		rc = twin_records_create(s, device_id, err);
+	if (rc == TWIN_OK)
+		rc = changes_append_twin(s, TWIN_OP_CREATE_IDENTITY, device_id, err);
 	if (rc == TWIN_OK && out != NULL)
 		*out = id;
+	return rc;
+}
+
+/* The updateDeviceIdentity entry: the identity as it is now, without its
+ * keys (event subscribers need not see device secrets). */
+static twin_err log_identity(twin_store *s, const twin_identity *id, twin_error *err)
+{
+	cJSON *body = twin_identity_to_json(id);
+	char *text;
+	twin_err rc;
+
+	cJSON_DeleteItemFromObjectCaseSensitive(
+	        cJSON_GetObjectItemCaseSensitive(body, "authentication"), "symmetricKey");
+	text = body ? twin_json_print(body) : NULL;
+	cJSON_Delete(body);
+	if (text == NULL) {
+		db_fail_batch(s);
+		return twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
+	}
+	rc = changes_append(s, TWIN_OP_UPDATE_IDENTITY, id->device_id, 0, text, strlen(text), err);
+	cJSON_free(text);
 	return rc;
 }
 
@@ -330,6 +354,8 @@ twin_err twin_device_update(twin_store *s, const char *device_id, const cJSON *s
 		return rc;
 	updated.etag_counter++;
 	rc = store_identity(s, &updated, err);
+	if (rc == TWIN_OK)
+		rc = log_identity(s, &updated, err);
 	if (rc == TWIN_OK && out != NULL)
 		*out = updated;
 	return rc;
@@ -341,6 +367,11 @@ twin_err twin_device_delete(twin_store *s, const char *device_id, const char *if
 	twin_identity id;
 	twin_err rc = load_for_update(s, device_id, if_match, &id, err);
 
+	/* The twin as it was, and the end of a live connection, go first. */
+	if (rc == TWIN_OK && id.connected)
+		rc = changes_append(s, TWIN_OP_DISCONNECTED, device_id, 1, NULL, 0, err);
+	if (rc == TWIN_OK)
+		rc = changes_append_twin(s, TWIN_OP_DELETE_IDENTITY, device_id, err);
 	if (rc == TWIN_OK)
 		rc = db_del(s, DB_DEVICES, device_id, strlen(device_id), err);
 	if (rc == TWIN_OK)
@@ -361,6 +392,14 @@ twin_err twin_device_set_connected(twin_store *s, const char *device_id, int con
 		rc = db_write_begin(s, err);
 	if (rc == TWIN_OK)
 		rc = load_identity(s, device_id, &id, err);
+	if (rc != TWIN_OK)
+		return rc;
+	/* §9: a takeover (connect while connected) is a disconnect, then a
+	 * connect; a disconnect of a device not connected is nothing. */
+	if (id.connected)
+		rc = changes_append(s, TWIN_OP_DISCONNECTED, device_id, 1, NULL, 0, err);
+	if (rc == TWIN_OK && connected)
+		rc = changes_append(s, TWIN_OP_CONNECTED, device_id, 1, NULL, 0, err);
 	if (rc != TWIN_OK)
 		return rc;
 	id.connected = connected != 0;

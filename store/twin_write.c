@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "changes_log.h"
 #include "db.h"
 #include "twin/doc.h"
 #include "twin/json.h"
@@ -53,7 +54,7 @@ twin_err twin_patch_reported(twin_store *s, const char *device_id, const char *b
 	rec_section desired = {0}, reported = {0};
 	twin_stamp st;
 	int64_t version = 0;
-	cJSON *patch = NULL;
+	cJSON *patch = NULL, *accepted = NULL;
 	twin_err rc = parse_patch(s, body, len, &patch, err);
 
 	if (rc == TWIN_OK)
@@ -70,6 +71,9 @@ twin_err twin_patch_reported(twin_store *s, const char *device_id, const char *b
 			result_set(res, version, &desired, &reported);
 		goto out;
 	}
+	/* The merge takes the patch apart; the change log needs it whole. */
+	if (rc == TWIN_OK && (accepted = cJSON_Duplicate(patch, 1)) == NULL)
+		rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 	if (rc == TWIN_OK) {
 		stamp_now(s, &st, 0); /* reported nodes carry no $lastUpdatedVersion */
 		rc = twin_doc_merge(reported.data, reported.meta, patch, &st);
@@ -85,6 +89,10 @@ twin_err twin_patch_reported(twin_store *s, const char *device_id, const char *b
 	}
 	if (rc == TWIN_OK)
 		rc = rec_store_version(s, device_id, version, err);
+	if (rc == TWIN_OK)
+		rc = changes_append_update(
+		        s, device_id, 1, version, &(changes_section){0}, &(changes_section){0},
+		        &(changes_section){accepted, reported.meta, reported.version}, err);
 	if (rc == TWIN_OK && res != NULL) {
 		res->version = version;
 		res->reported_version = reported.version;
@@ -96,6 +104,7 @@ twin_err twin_patch_reported(twin_store *s, const char *device_id, const char *b
 		rec_cache_put(s, device_id, &reported);
 out:
 	cJSON_Delete(patch);
+	cJSON_Delete(accepted);
 	rec_section_free(&desired);
 	rec_section_free(&reported);
 	return rc;
@@ -244,6 +253,12 @@ twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch, c
 	if (rc == TWIN_OK && desired_patch != NULL)
 		rc = twin_tombstones_record(s, device_id, old_desired, desired.data,
 		                            desired.version, err);
+	if (rc == TWIN_OK)
+		rc = changes_append_update(s, device_id, 0, version,
+		                           &(changes_section){tags_patch ? tags_in : NULL, NULL, 0},
+		                           &(changes_section){desired_patch ? desired_in : NULL,
+		                                              desired.meta, desired.version},
+		                           &(changes_section){0}, err);
 out:
 	if (rc == TWIN_OK)
 		result_set(res, version, &desired, &reported);
@@ -327,6 +342,8 @@ twin_err twin_replace(twin_store *s, const char *device_id, const cJSON *body, c
 	if (rc == TWIN_OK)
 		rc = twin_tombstones_record(s, device_id, desired.data, new_desired,
 		                            desired.version, err);
+	if (rc == TWIN_OK)
+		rc = changes_append_twin(s, TWIN_OP_REPLACE_TWIN, device_id, err);
 	cJSON_Delete(desired.data);
 	desired.data = new_desired;
 	new_desired = NULL;

@@ -6,12 +6,15 @@
  *   twinctl [connection options] device create|show|update|delete|list …
  *   twinctl [connection options] twin show|update|replace …
  *   twinctl [connection options] query "SELECT …"
+ *   twinctl [connection options] events [--from N] [--follow] …
+ *   twinctl [connection options] job create|show|cancel|list …
  *
  * This file holds what every command shares: the connection options (which
  * may also follow the command words), the dispatch to a command group, the
  * top-level help, and the output. The groups build one control API command
  * each (two for `device update` with partial credentials, a loop for
- * `device list --all`) and hand it to twinctl_session.c.
+ * `device list --all`, `query` and `events`, a polling loop for `job create
+ * --wait`) and hand it to twinctl_session.c.
  *
  * The process is short-lived and single-threaded; all state lives in one
  * twinctl_conf on main's stack.
@@ -58,6 +61,10 @@ static const char top_help[] =
         "  device create|show|update|delete|list   identities (twinctl device --help)\n"
         "  twin show|update|replace                twins (twinctl twin --help)\n"
         "  query \"SELECT …\"                        fleet queries (twinctl query --help)\n"
+        "  events [--from N] [--follow]            the change log and live change events\n"
+        "                                          as JSON Lines (twinctl events --help)\n"
+        "  job create|show|cancel|list             twin updates over a query, run by the\n"
+        "                                          broker (twinctl job --help)\n"
         "\n"
         "Connection options (before or after the command):\n"
         "  -h, --host HOST          the broker; default: the HostName of the connection\n"
@@ -83,11 +90,13 @@ static const char top_help[] =
         "twinctl speaks MQTT v5: each request carries a response topic and correlation\n"
         "data, and a correlationData member the response echoes.\n"
         "\n"
-        "Output: the response's data as JSON on stdout (nothing for a delete).\n"
+        "Output: the response's data as JSON on stdout (nothing for a delete); events\n"
+        "prints one compact JSON object per line.\n"
         "Errors: one line on stderr, \"twinctl: STATUS CODE: MESSAGE\" for an API error.\n"
         "Exit status: 0 success; 1 stdout not writable; 2 usage (also malformed JSON\n"
         "arguments); 3 connection, TLS or timeout; 4 not authorised (CONNACK refused,\n"
-        "or API status 401); 5 any other API error.\n";
+        "or API status 401); 5 any other API error (also a job that failed or was\n"
+        "cancelled, under --wait).\n";
 
 const char *twinctl_host(const twinctl_conf *conf)
 {
@@ -120,20 +129,31 @@ int twinctl_usage_error(const twinctl_conf *conf, const char *fmt, ...)
 	return TWINCTL_EXIT_USAGE;
 }
 
-/* A whole decimal number in [min, max] for option name. */
-static int int_arg(const twinctl_conf *conf, const char *name, const char *text, long min, long max,
-                   int *out)
+int twinctl_number_arg(const twinctl_conf *conf, const char *name, const char *text, long long min,
+                       long long max, long long *out)
 {
 	char *end;
-	long v;
+	long long v;
 
 	errno = 0;
-	v = strtol(text, &end, 10);
+	v = strtoll(text, &end, 10);
 	if (errno != 0 || end == text || *end != '\0' || v < min || v > max)
-		return twinctl_usage_error(conf, "%s takes a number from %ld to %ld.", name, min,
+		return twinctl_usage_error(conf, "%s takes a number from %lld to %lld.", name, min,
 		                           max);
-	*out = (int)v;
+	*out = v;
 	return TWINCTL_EXIT_OK;
+}
+
+/* twinctl_number_arg for an int option. */
+static int int_arg(const twinctl_conf *conf, const char *name, const char *text, int min, int max,
+                   int *out)
+{
+	long long v;
+	int rc = twinctl_number_arg(conf, name, text, min, max, &v);
+
+	if (rc == TWINCTL_EXIT_OK)
+		*out = (int)v;
+	return rc;
 }
 
 /* Apply one connection option. */
@@ -362,6 +382,10 @@ int main(int argc, char **argv)
 		rc = twinctl_twin_main(&conf, argc - first, argv + first);
 	else if (strcmp(group, "query") == 0)
 		rc = twinctl_query_main(&conf, argc - first, argv + first);
+	else if (strcmp(group, "events") == 0)
+		rc = twinctl_events_main(&conf, argc - first, argv + first);
+	else if (strcmp(group, "job") == 0)
+		rc = twinctl_job_main(&conf, argc - first, argv + first);
 	else
 		rc = twinctl_usage_error(&conf, "unknown command '%s' (twinctl --help).", group);
 	mosquitto_lib_cleanup();

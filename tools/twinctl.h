@@ -9,6 +9,9 @@
  *   twinctl_credentials.c  their credential flags, device connection strings
  *   twinctl_twin.c         twin show|update|replace
  *   twinctl_query.c        query
+ *   twinctl_events.c       events: the change log and the live event stream
+ *   twinctl_job.c          job create|show|cancel|list, and the job behind
+ *                          twin update --query
  *
  * Every function that can fail prints ONE line to stderr saying why, where
  * it failed, and returns the process exit code (TWINCTL_EXIT_*); callers
@@ -17,7 +20,10 @@
 #ifndef TWINCTL_H
 #define TWINCTL_H
 
+#include <signal.h>
+
 #include <cjson/cJSON.h>
+#include <mosquitto.h>
 
 #include "twin/connstr.h"
 
@@ -73,6 +79,11 @@ int twinctl_parse(twinctl_conf *conf, int argc, char **argv, const struct option
                   const char *help, int (*on_option)(void *arg, int val, const char *optarg),
                   void *arg, const char **pos, int max_pos, int *npos);
 
+/* A whole decimal number in [min, max] for option name; otherwise a usage
+ * error ("NAME takes a number from MIN to MAX."). */
+int twinctl_number_arg(const twinctl_conf *conf, const char *name, const char *text, long long min,
+                       long long max, long long *out);
+
 /* Parse text as a JSON object for option name. On TWINCTL_EXIT_OK *out is
  * owned by the caller (cJSON_Delete); otherwise *out is NULL and a usage
  * error was printed. */
@@ -97,6 +108,31 @@ int twinctl_session_open(const twinctl_conf *conf, twinctl_session **out);
  * Any other status prints "twinctl: <status> <code>: <message>" and returns
  * TWINCTL_EXIT_AUTH (401) or TWINCTL_EXIT_API. */
 int twinctl_session_call(twinctl_session *s, cJSON *cmd, cJSON **data);
+
+/* Subscribe to topic (QoS 1) and wait for the SUBACK, at most --timeout.
+ * TWINCTL_EXIT_OK when the SUBACK arrived, with *reason its reason code (a
+ * refusal, >= 0x80, is for the caller to report); otherwise
+ * TWINCTL_EXIT_CONN with the reason printed. */
+int twinctl_session_subscribe(twinctl_session *s, const char *topic, int *reason);
+
+/* "host:port", for messages; owned by s. */
+const char *twinctl_session_where(const twinctl_session *s);
+
+/* Called for every message on a topic other than the response topic, from
+ * inside whichever session function is waiting (twinctl_session_call,
+ * _subscribe, _poll). m and props belong to libmosquitto and are valid only
+ * during the call. */
+typedef void (*twinctl_message_fn)(void *arg, const struct mosquitto_message *m,
+                                   const mosquitto_property *props);
+
+/* Set the hook for other topics (NULL fn: drop them, the default). */
+void twinctl_session_on_message(twinctl_session *s, twinctl_message_fn fn, void *arg);
+
+/* Run the network loop (keep-alive, incoming messages) for ms milliseconds,
+ * or until *stop is non-zero when stop is not NULL: a signal ends the wait
+ * at once, so a handler that sets *stop is seen without delay.
+ * TWINCTL_EXIT_OK, or TWINCTL_EXIT_CONN (printed) if the connection is lost. */
+int twinctl_session_poll(twinctl_session *s, int ms, const volatile sig_atomic_t *stop);
 
 /* Disconnect and free s; NULL is a no-op. */
 void twinctl_session_close(twinctl_session *s);
@@ -136,11 +172,34 @@ cJSON *twinctl_credentials_json(const twinctl_credentials *c, const cJSON *curre
  * X.509, null otherwise; HUB is twinctl_hub_host(conf). */
 void twinctl_add_connection_string(const twinctl_conf *conf, cJSON *identity);
 
-/* The command groups: argv[0] is "device" or "twin". An exit code, or
- * TWINCTL_HELP_SHOWN. */
+/* A scheduleUpdateTwin job (twinctl_job.c), as `job create` and `twin
+ * update --query` describe it; the strings are argv's. */
+typedef struct twinctl_job_spec {
+	const char *job_id;
+	const char *query;      /* queryCondition: the WHERE condition of a query */
+	const char *desired;    /* --desired: JSON object text, or NULL */
+	const char *tags;       /* --tags: JSON object text, or NULL */
+	const char *etag;       /* updateTwin's etag, or NULL */
+	const char *start_time; /* ISO 8601, or NULL: now */
+	long long max_time;     /* maxExecutionTimeInSeconds; 0: the broker's default */
+	int wait;               /* poll until the job ends, exit by its status */
+} twinctl_job_spec;
+
+/* Check spec (usage errors come before any connection), create the job
+ * (createJob) and print it. With spec->wait, poll getJob every 200 ms on
+ * the same connection until the job is completed, failed or cancelled
+ * (drawing a progress line on stderr when it is a terminal) and print the
+ * final job instead: TWINCTL_EXIT_OK when completed, TWINCTL_EXIT_API with
+ * a line on stderr when failed or cancelled. */
+int twinctl_job_run(const twinctl_conf *conf, const twinctl_job_spec *spec);
+
+/* The command groups: argv[0] is the command word ("device", "twin", …).
+ * An exit code, or TWINCTL_HELP_SHOWN. */
 int twinctl_device_main(twinctl_conf *conf, int argc, char **argv);
 int twinctl_query_main(twinctl_conf *conf, int argc, char **argv);
 int twinctl_twin_main(twinctl_conf *conf, int argc, char **argv);
+int twinctl_events_main(twinctl_conf *conf, int argc, char **argv);
+int twinctl_job_main(twinctl_conf *conf, int argc, char **argv);
 
 /* A group's subcommand table and its dispatcher. */
 typedef struct twinctl_subcommand {

@@ -16,6 +16,11 @@
  * double match only guards against a broker that ignores the v5 properties
  * or a stray message. Back ends may always subscribe to the response topic
  * (README "Topics and isolation"), whichever authentication mode is used.
+ *
+ * `twinctl events --follow` also subscribes to the event stream: messages
+ * on any topic but the response topic go to a hook the caller sets
+ * (twinctl_session_on_message), from whichever wait is running, so events
+ * that arrive while a getChanges request is in flight are not lost.
  */
 #include <errno.h>
 #include <signal.h>
@@ -52,6 +57,8 @@ struct twinctl_session {
 	int lost;           /* the broker closed the connection */
 	cJSON *reply;       /* the matching response object, owned; NULL until then */
 	char last_log[256]; /* libmosquitto's last error log line (TLS details) */
+	twinctl_message_fn on_other; /* messages on other topics; NULL: dropped */
+	void *on_other_arg;
 };
 
 static long long now_ms(void)
@@ -134,7 +141,12 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 	cJSON *body, *responses, *r;
 
 	(void)mosq;
-	if (s->reply != NULL || s->corr[0] == '\0' || strcmp(m->topic, RESPONSE_TOPIC) != 0)
+	if (strcmp(m->topic, RESPONSE_TOPIC) != 0) {
+		if (s->on_other != NULL)
+			s->on_other(s->on_other_arg, m, props);
+		return;
+	}
+	if (s->reply != NULL || s->corr[0] == '\0')
 		return;
 	prop_present = mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &cd,
 	                                              &cd_len, false) != NULL;
@@ -316,20 +328,36 @@ static int connect_broker(twinctl_session *s)
 	               : TWINCTL_EXIT_CONN;
 }
 
-static int subscribe_responses(twinctl_session *s)
+int twinctl_session_subscribe(twinctl_session *s, const char *topic, int *reason)
 {
-	int rc = mosquitto_subscribe_v5(s->mosq, &s->sub_mid, RESPONSE_TOPIC, 1, 0, NULL);
+	int rc;
 
+	s->suback = -1;
+	rc = mosquitto_subscribe_v5(s->mosq, &s->sub_mid, topic, 1, 0, NULL);
 	if (rc != MOSQ_ERR_SUCCESS) {
-		fprintf(stderr, "twinctl: cannot subscribe: %s\n", mosquitto_strerror(rc));
+		fprintf(stderr, "twinctl: cannot subscribe to %s: %s\n", topic,
+		        mosquitto_strerror(rc));
 		return TWINCTL_EXIT_CONN;
 	}
 	rc = pump(s, wait_suback, "SUBACK");
-	if (rc != TWINCTL_EXIT_OK || s->suback < 0x80)
+	*reason = s->suback;
+	return rc;
+}
+
+const char *twinctl_session_where(const twinctl_session *s)
+{
+	return s->where;
+}
+
+static int subscribe_responses(twinctl_session *s)
+{
+	int reason, rc = twinctl_session_subscribe(s, RESPONSE_TOPIC, &reason);
+
+	if (rc != TWINCTL_EXIT_OK || reason < 0x80)
 		return rc;
 	fprintf(stderr, "twinctl: %s refused the subscription to %s: %s.\n", s->where,
-	        RESPONSE_TOPIC, mosquitto_reason_string(s->suback));
-	return s->suback == MQTT_RC_NOT_AUTHORIZED ? TWINCTL_EXIT_AUTH : TWINCTL_EXIT_CONN;
+	        RESPONSE_TOPIC, mosquitto_reason_string(reason));
+	return reason == MQTT_RC_NOT_AUTHORIZED ? TWINCTL_EXIT_AUTH : TWINCTL_EXIT_CONN;
 }
 
 int twinctl_session_open(const twinctl_conf *conf, twinctl_session **out)
@@ -437,6 +465,31 @@ int twinctl_session_call(twinctl_session *s, cJSON *cmd, cJSON **data)
 		rc = read_reply(s->reply, data);
 	s->corr[0] = '\0';
 	return rc;
+}
+
+void twinctl_session_on_message(twinctl_session *s, twinctl_message_fn fn, void *arg)
+{
+	s->on_other = fn;
+	s->on_other_arg = arg;
+}
+
+int twinctl_session_poll(twinctl_session *s, int ms, const volatile sig_atomic_t *stop)
+{
+	long long deadline = now_ms() + ms, left;
+	int rc;
+
+	while ((stop == NULL || !*stop) && (left = deadline - now_ms()) > 0) {
+		/* A signal ends the wait early: select() returns EINTR, which
+		 * mosquitto_loop reports as success. */
+		rc = mosquitto_loop(s->mosq, (int)left, 1);
+		if (rc != MOSQ_ERR_SUCCESS || s->lost) {
+			fprintf(stderr, "twinctl: connection to %s lost: %s\n", s->where,
+			        s->last_log[0] ? s->last_log
+			                       : mosquitto_strerror(rc ? rc : MOSQ_ERR_CONN_LOST));
+			return TWINCTL_EXIT_CONN;
+		}
+	}
+	return TWINCTL_EXIT_OK;
 }
 
 void twinctl_session_close(twinctl_session *s)

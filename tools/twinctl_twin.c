@@ -7,18 +7,24 @@
  * section not given, and the device receives null for every desired key
  * that went away. Both print the resulting twin. JSON arguments are parsed
  * here first so a typo is a usage error, not a round trip.
+ *
+ * `update --query COND` updates every twin that matches instead of one: it
+ * creates a scheduleUpdateTwin job and waits for it (twinctl_job.c), since
+ * the broker, not this process, walks the fleet.
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "twinctl.h"
 
-enum { OPT_DESIRED = 0x200, OPT_TAGS, OPT_ETAG };
+enum { OPT_DESIRED = 0x200, OPT_TAGS, OPT_ETAG, OPT_QUERY };
 
 typedef struct twin_args {
 	twinctl_conf *conf;
-	const char *desired, *tags, *etag; /* argv's */
+	const char *desired, *tags, *etag, *query; /* argv's */
 } twin_args;
 
 #define CONNECTION_HELP "\nConnection options (twinctl --help) may come anywhere.\n"
@@ -33,6 +39,8 @@ static int on_twin_option(void *arg, int val, const char *optarg)
 		a->tags = optarg;
 	else if (val == OPT_ETAG)
 		a->etag = optarg;
+	else if (val == OPT_QUERY)
+		a->query = optarg;
 	return TWINCTL_EXIT_OK;
 }
 
@@ -129,7 +137,8 @@ static int twin_show(twinctl_conf *conf, int argc, char **argv)
 }
 
 static const char update_help[] =
-        "usage: twinctl twin update DEVICE_ID [options]\n"
+        "usage: twinctl twin update DEVICE_ID [--desired JSON] [--tags JSON] [--etag ETAG]\n"
+        "       twinctl twin update --query COND [--desired JSON] [--tags JSON] [--etag ETAG]\n"
         "\n"
         "Merge a patch into a device twin (updateTwin) and print the twin. A null\n"
         "value removes its key. The device is notified of desired changes.\n"
@@ -137,17 +146,52 @@ static const char update_help[] =
         "  --desired JSON   patch of the desired properties (a JSON object)\n"
         "  --tags JSON      patch of the tags (a JSON object)\n"
         "  --etag ETAG      write only if the twin's etag is still ETAG (\"*\": any)\n"
+        "  --query COND     instead of one DEVICE_ID, every twin that matches COND, a\n"
+        "                   WHERE condition such as \"tags.site = 'north'\": creates a\n"
+        "                   job twinctl-<unix seconds>-<pid> and waits for it exactly\n"
+        "                   as `twinctl job create --wait` does (see its --help)\n"
         "At least one of --desired and --tags is needed.\n" CONNECTION_HELP;
+
+/* --query: the patch as a job over the fleet, waited for. */
+static int update_fleet(const twin_args *a)
+{
+	char job_id[64];
+	twinctl_job_spec spec = {
+	        .job_id = job_id,
+	        .query = a->query,
+	        .desired = a->desired,
+	        .tags = a->tags,
+	        .etag = a->etag,
+	        .wait = 1,
+	};
+
+	snprintf(job_id, sizeof(job_id), "twinctl-%lld-%ld", (long long)time(NULL), (long)getpid());
+	return twinctl_job_run(a->conf, &spec);
+}
 
 static int twin_update(twinctl_conf *conf, int argc, char **argv)
 {
+	static const struct option opts[] = {
+	        {"desired", required_argument, NULL, OPT_DESIRED},
+	        {"tags", required_argument, NULL, OPT_TAGS},
+	        {"etag", required_argument, NULL, OPT_ETAG},
+	        {"query", required_argument, NULL, OPT_QUERY},
+	        {0},
+	};
 	twin_args a = {.conf = conf};
 	const char *id = NULL;
 	cJSON *cmd = NULL;
-	int rc = parse(&a, argc, argv, write_options, update_help, &id);
+	int n = 0,
+	    rc = twinctl_parse(conf, argc, argv, opts, update_help, on_twin_option, &a, &id, 1, &n);
 
+	if (rc == TWINCTL_EXIT_OK && a.query != NULL && n != 0)
+		rc = twinctl_usage_error(conf, "give DEVICE_ID or --query, not both.");
+	else if (rc == TWINCTL_EXIT_OK && a.query == NULL && n != 1)
+		rc = twinctl_usage_error(conf, "DEVICE_ID or --query is missing (see --help).");
 	if (rc == TWINCTL_EXIT_OK && a.desired == NULL && a.tags == NULL)
 		rc = twinctl_usage_error(conf, "give --desired, --tags or both.");
+	if (rc == TWINCTL_EXIT_OK && a.query != NULL)
+		return update_fleet(&a);
 	if (rc == TWINCTL_EXIT_OK)
 		rc = write_command(&a, "updateTwin", id, 0, &cmd);
 	return rc == TWINCTL_EXIT_OK ? run_and_print(conf, cmd) : rc;
@@ -179,10 +223,12 @@ static int twin_replace(twinctl_conf *conf, int argc, char **argv)
 
 static const char twin_help[] =
         "usage: twinctl [connection options] twin SUBCOMMAND DEVICE_ID [options]\n"
+        "       twinctl [connection options] twin update --query COND [options]\n"
         "\n"
         "Device twins:\n"
         "  show DEVICE_ID      print the twin (getTwin)\n"
         "  update DEVICE_ID    merge desired properties and tags (updateTwin)\n"
+        "  update --query COND the same for every twin that matches, as a job\n"
         "  replace DEVICE_ID   replace desired properties and tags (replaceTwin)\n"
         "\n"
         "twinctl twin SUBCOMMAND --help describes each one.\n";

@@ -70,6 +70,14 @@ cJSON *twin_meta_new_section(void);
  * merge into scratch copies and drop them on failure. */
 twin_err twin_doc_merge(cJSON *data, cJSON *meta, cJSON *patch, const twin_stamp *st);
 
+/* The metadata a change event shows for a merged patch (PROTOCOL.md §9):
+ * the root's own "$…" members and, for each member of patch still present
+ * in meta, its metadata node, descending into object values so only the
+ * nodes the patch set appear. meta is the section's metadata after the
+ * merge, patch an intact copy of the patch. Caller owns the result; NULL
+ * when out of memory. */
+cJSON *twin_meta_touched(const cJSON *meta, const cJSON *patch);
+
 /* Build the metadata tree of a replaced section: every node of data stamped
  * with st (§4.1, "a replace stamps every node"). NULL when out of memory. */
 cJSON *twin_meta_stamp_all(const cJSON *data, const twin_stamp *st);

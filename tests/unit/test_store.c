@@ -414,7 +414,7 @@ static void test_many_writes_one_batch_one_commit(void **state)
 static void test_map_full_grows_and_reapplies(void **state)
 {
 	enum { DEVICES = 300 };
-	const size_t initial = 64 * 1024;
+	const size_t initial = 128 * 1024; /* room for the first twins and their log entries */
 	char id[16], *before, *patch, *body, *first_body = NULL;
 	int grown_at = -1, growths = 0;
 	size_t size;
