@@ -24,6 +24,12 @@ twin_err plg_query_command(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_er
 /* The `getChanges` command (events.c). */
 twin_err plg_get_changes_command(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
 
+/* The job commands (jobs.c). */
+twin_err plg_create_job_command(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
+twin_err plg_get_job_command(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
+twin_err plg_cancel_job_command(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
+twin_err plg_list_jobs_command(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_error *err);
+
 /* The command called name, or NULL. */
 const plg_command *plg_command_find(const char *name);
 

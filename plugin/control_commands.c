@@ -213,6 +213,10 @@ static const plg_command commands[] = {
         {"replaceTwin", TWIN_RIGHT_SERVICE_CONNECT, 200, replace_twin},
         {"query", TWIN_RIGHT_SERVICE_CONNECT, 200, plg_query_command},
         {"getChanges", TWIN_RIGHT_SERVICE_CONNECT, 200, plg_get_changes_command},
+        {"createJob", TWIN_RIGHT_SERVICE_CONNECT, 200, plg_create_job_command},
+        {"getJob", TWIN_RIGHT_SERVICE_CONNECT, 200, plg_get_job_command},
+        {"cancelJob", TWIN_RIGHT_SERVICE_CONNECT, 200, plg_cancel_job_command},
+        {"listJobs", TWIN_RIGHT_SERVICE_CONNECT, 200, plg_list_jobs_command},
 };
 
 const plg_command *plg_command_find(const char *name)

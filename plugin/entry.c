@@ -52,6 +52,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	plg_admit_all_pending(ctx);
 	plg_expiry_sweep(ctx);
 	plg_events_trim(ctx);
+	plg_jobs_tick(ctx);
 	plg_outbox_flush(ctx);
 	plg_queries_tick(ctx);
 	twin_store_maintain(ctx->store, NULL); /* grow the map between batches */

@@ -88,6 +88,7 @@ typedef struct plg_ctx {
 	struct plg_queries *queries; /* query.c */
 	int control_index;           /* the response the control command being run fills */
 	int64_t next_trim;           /* when change log retention runs next (ticks) */
+	int64_t jobs_next;           /* monotonic ns before which no job slice runs */
 } plg_ctx;
 
 /* options.c */
@@ -143,6 +144,11 @@ void plg_query_discard(plg_ctx *ctx);
 void plg_queries_after_commit(plg_ctx *ctx, const twin_error *err);
 /* TICK: answer the queries the worker finished. */
 void plg_queries_tick(plg_ctx *ctx);
+/* While on, the worker wakes the broker every 2 ms (a job has work). */
+void plg_queries_pace(plg_ctx *ctx, int on);
+
+/* jobs.c - TICK: run a slice of the current job (before the commit). */
+void plg_jobs_tick(plg_ctx *ctx);
 
 /* events.c - the event stream (PROTOCOL.md §9) and change log retention. */
 /* After a commit: publish the entries it made durable to $twin/events/. */

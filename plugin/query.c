@@ -20,6 +20,7 @@
  * installed with SA_RESTART, so any other system call the signal meets on
  * the broker thread is restarted.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@
 #define PLG_QUERY_INLINE_NS (2 * 1000 * 1000) /* longest slice on the broker thread */
 #define PLG_QUERY_SLICE     256               /* twins between clock reads */
 #define PLG_WAKE_SIGNAL     (SIGRTMIN + 4)    /* glibc keeps the first two */
+#define PLG_PACE_NS         (2 * 1000 * 1000)
 
 typedef struct plg_qreq plg_qreq;
 
@@ -71,6 +73,7 @@ struct plg_queries {
 	pthread_t broker; /* the thread to wake */
 	struct sigaction old_action;
 	int worker_started;
+	int pace; /* wake the broker every PLG_PACE_NS while idle (lock) */
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	int stop;
@@ -116,8 +119,24 @@ static void *worker_main(void *arg)
 		plg_qjob *j;
 		int done = 0;
 
-		while (!qs->stop && qs->todo == NULL)
-			pthread_cond_wait(&qs->wake, &qs->lock);
+		while (!qs->stop && qs->todo == NULL) {
+			struct timespec at;
+
+			if (!qs->pace) {
+				pthread_cond_wait(&qs->wake, &qs->lock);
+				continue;
+			}
+			/* A job has work: keep the broker's loop turning. */
+			clock_gettime(CLOCK_REALTIME, &at);
+			at.tv_nsec += PLG_PACE_NS;
+			if (at.tv_nsec >= 1000000000) {
+				at.tv_sec++;
+				at.tv_nsec -= 1000000000;
+			}
+			if (pthread_cond_timedwait(&qs->wake, &qs->lock, &at) == ETIMEDOUT &&
+			    qs->pace && !qs->stop)
+				pthread_kill(qs->broker, PLG_WAKE_SIGNAL);
+		}
 		if (qs->stop)
 			break;
 		j = qs->todo;
@@ -507,4 +526,18 @@ void plg_queries_free(plg_ctx *ctx)
 	pthread_cond_destroy(&qs->wake);
 	free(qs);
 	ctx->queries = NULL;
+}
+
+void plg_queries_pace(plg_ctx *ctx, int on)
+{
+	struct plg_queries *qs = ctx->queries;
+
+	if (qs == NULL)
+		return;
+	pthread_mutex_lock(&qs->lock);
+	if (qs->pace != on) {
+		qs->pace = on;
+		pthread_cond_signal(&qs->wake);
+	}
+	pthread_mutex_unlock(&qs->lock);
 }

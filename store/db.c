@@ -112,6 +112,7 @@ twin_err twin_store_open(const twin_store_options *o, twin_store **out, twin_err
 	s->limits = o->limits;
 	s->clock = o->clock ? o->clock : system_clock;
 	s->clock_ctx = o->clock_ctx;
+	s->jobs_hint = 1; /* look once */
 	rc = mdb_env_create(&s->env);
 	if (rc == 0)
 		rc = mdb_env_set_maxdbs(s->env, DB_MAX_TABLES);
@@ -432,6 +433,7 @@ void twin_store_abort(twin_store *s)
 	s->wtxn = NULL;
 	s->wlog.len = 0;
 	s->batch_failed = 0;
+	s->jobs_hint = 1; /* the batch may have finished a job: look again */
 	changes_aborted(s);
 }
 

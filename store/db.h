@@ -62,6 +62,7 @@ struct twin_store {
 	twin_buf scratch;        /* the record being built (twin_record.c) */
 	int readers;             /* query runs holding a snapshot (query_run.c) */
 	changes_state chg;       /* the change log (changes.c) */
+	int jobs_hint;           /* a job may be waiting or running (jobs.c) */
 	twin_clock_fn clock;
 	void *clock_ctx;
 	char *path;
