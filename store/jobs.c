@@ -44,26 +44,35 @@ static twin_err storage(twin_error *err, int rc)
 	return twin_error_set(err, TWIN_E_STORAGE, "Storage error: jobs: %s", mdb_strerror(rc));
 }
 
-/* "YYYY-MM-DDTHH:MM:SS[.fraction]Z" as ticks; 0 when malformed. */
+/* "YYYY-MM-DDTHH:MM:SS[.fraction]Z" (UTC, from 1970) as ticks; -1 when
+ * malformed or out of range. */
 static int64_t parse_time(const char *t)
 {
-	struct tm tm = {0};
-	int used = 0;
+	struct tm tm = {0}, back;
+	int used = 0, digits = 0;
 	int64_t frac = 0, scale = 1000000;
+	time_t secs;
 
 	if (sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
 	           &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) != 6 ||
 	    used != 19)
-		return 0;
+		return -1;
 	t += used;
 	if (*t == '.')
-		for (t++; *t >= '0' && *t <= '9'; t++, scale /= 10)
+		for (t++; *t >= '0' && *t <= '9'; t++, scale /= 10, digits++)
 			frac += scale > 0 ? (*t - '0') * scale : 0;
-	if (strcmp(t, "Z") != 0 || tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12)
-		return 0;
+	if (strcmp(t, "Z") != 0 || (t[-1] == '.' && digits == 0) || tm.tm_year < 1970)
+		return -1;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
-	return (int64_t)timegm(&tm) * 10000000 + frac;
+	back = tm;
+	secs = timegm(&tm);
+	/* timegm normalises (25:00 is tomorrow, Feb 30 is March): refuse that. */
+	if (secs < 0 || tm.tm_year != back.tm_year || tm.tm_mon != back.tm_mon ||
+	    tm.tm_mday != back.tm_mday || tm.tm_hour != back.tm_hour || tm.tm_min != back.tm_min ||
+	    tm.tm_sec != back.tm_sec)
+		return -1;
+	return (int64_t)secs * 10000000 + frac;
 }
 
 /* A syntax error's position in the query built around a condition, moved
@@ -74,13 +83,15 @@ static void error_in_condition(twin_error *err, size_t prefix)
 	int used = 0;
 	char rest[sizeof(err->message)];
 
-	if (err == NULL || prefix == 0 ||
-	    sscanf(err->message, "Syntax error at position %zu%n", &pos, &used) != 1 ||
-	    pos < prefix)
+	if (err == NULL || sscanf(err->message, "Syntax error at position %zu%n", &pos, &used) != 1)
 		return;
 	snprintf(rest, sizeof(rest), "%s", err->message + used);
-	twin_error_set(err, err->err, "Syntax error in queryCondition at position %zu%.200s",
-	               pos - prefix, rest);
+	if (pos < prefix) /* about the words added around the condition */
+		twin_error_set(err, err->err, "Invalid 'queryCondition'%.200s", rest);
+	else
+		twin_error_set(err, err->err,
+		               "Syntax error in queryCondition at position %zu%.200s", pos - prefix,
+		               rest);
 }
 
 /* The query a condition stands for ("…", "WHERE …" or "SELECT …"). */
@@ -185,7 +196,9 @@ static int64_t start_ticks(const job_rec *r)
 {
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(r->job, "startTime");
 
-	return cJSON_IsString(t) ? parse_time(t->valuestring) : 0;
+	int64_t at = cJSON_IsString(t) ? parse_time(t->valuestring) : 0;
+
+	return at > 0 ? at : 0;
 }
 
 static char header_status(const char *status)
@@ -310,6 +323,7 @@ static twin_err rec_new(twin_store *s, const cJSON *spec, job_rec *r, twin_error
 	const cJSON *max = cJSON_GetObjectItemCaseSensitive(spec, "maxExecutionTimeInSeconds");
 	const cJSON *update = cJSON_GetObjectItemCaseSensitive(spec, "updateTwin");
 	int64_t now = twin_store_now(s), at = start ? parse_time(start) : 0;
+	const cJSON *start_item = cJSON_GetObjectItemCaseSensitive(spec, "startTime");
 	double max_s = TWIN_JOB_MAX_EXECUTION_DEFAULT;
 	twin_query *q = NULL;
 	cJSON *stats, *progress;
@@ -326,7 +340,7 @@ static twin_err rec_new(twin_store *s, const cJSON *spec, job_rec *r, twin_error
 		                      "'type' must be \"scheduleUpdateTwin\" (the only job type).");
 	if (cond == NULL)
 		return twin_error_set(err, TWIN_E_INVALID, "'queryCondition' is missing.");
-	if (start != NULL && at == 0)
+	if ((start_item != NULL && start == NULL) || at < 0)
 		return twin_error_set(err, TWIN_E_INVALID,
 		                      "'startTime' must be an ISO 8601 UTC time such as "
 		                      "2026-11-24T10:00:00Z.");
@@ -598,6 +612,7 @@ static twin_err run_slice(twin_store *s, job_rec *r, size_t max_twins, twin_job_
 	const cJSON *cursor = cJSON_GetObjectItemCaseSensitive(r->root, "cursor");
 	const cJSON *actor = cJSON_GetObjectItemCaseSensitive(r->root, "actor");
 	cJSON *progress = cJSON_GetObjectItemCaseSensitive(r->job, "progress");
+	char caller[sizeof(s->chg.actor)];
 	twin_query *q = NULL;
 	size_t n = 0;
 	twin_err rc =
@@ -606,6 +621,7 @@ static twin_err run_slice(twin_store *s, job_rec *r, size_t max_twins, twin_job_
 	if (rc == TWIN_OK)
 		rc = next_devices(s, cJSON_IsString(cursor) ? cursor->valuestring : "", max_twins,
 		                  ids, &n, err);
+	memcpy(caller, s->chg.actor, sizeof(caller));
 	twin_store_set_actor(s, spec_string(actor, "type"), spec_string(actor, "name"), r->id);
 	for (size_t i = 0; i < n && rc == TWIN_OK; i++) {
 		int m = matches(s, q, ids[i]);
@@ -615,7 +631,7 @@ static twin_err run_slice(twin_store *s, job_rec *r, size_t max_twins, twin_job_
 		else if (m)
 			rc = update_one(s, r, ids[i], fn, arg, err);
 	}
-	twin_store_set_actor(s, NULL, NULL, NULL);
+	memcpy(s->chg.actor, caller, sizeof(caller)); /* the caller's again */
 	if (rc == TWIN_OK && n > 0) {
 		set_string(r->root, "cursor", ids[n - 1]);
 		set_number(progress, "scanned",
@@ -666,11 +682,20 @@ twin_err twin_jobs_step(twin_store *s, size_t max_twins, twin_job_update_fn fn, 
 			finish(s, &r, "failed",
 			       "The job ran longer than its maxExecutionTimeInSeconds.");
 		else
-			rc = run_slice(s, &r, max_twins ? max_twins : 1, fn, arg, err);
+			rc = run_slice(s, &r,
+			               max_twins < 1      ? 1
+			               : max_twins > 4096 ? 4096
+			                                  : max_twins,
+			               fn, arg, err);
 	}
 	if (rc == TWIN_OK)
 		rc = rec_store(s, &r, err);
+	if (rc == TWIN_OK && header_status(job_status(&r)) == ST_DONE) {
+		/* Finished: is there another job? */
+		rc = pick(s, id, &waiting, err);
+		*state = id[0] ? TWIN_JOBS_BUSY : waiting ? TWIN_JOBS_WAITING : TWIN_JOBS_IDLE;
+	} else
+		*state = TWIN_JOBS_BUSY;
 	rec_free(&r);
-	*state = TWIN_JOBS_BUSY; /* the next call tells whether more remains */
 	return rc;
 }

@@ -9,10 +9,11 @@ import json
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
-from twin_clients import Backend, Device
+from twin_clients import Backend, Client, Device
 
 from conftest import CLOSED_LINE, DB_OPEN_LINE, PLUGIN, REPO, SANITIZE, free_port
 from iothub_auth import Certs, device_username, new_key, sas_token
@@ -165,7 +166,31 @@ def exercise_every_plugin_path(port):
     dev = Device(port, "vg-dev", clean_session=False, subscribe=False)
     dev.notification()  # catch-up
     Device(port, "vg-dev", clean_session=False, subscribe=False).close()  # takeover
+    exercise_events_and_jobs(port, be)
     be.close()
+
+
+def exercise_events_and_jobs(port, be):
+    """The event stream (MQTT v5 user properties), replay and a job."""
+    sub = Client(port, "vg-events")
+    sub.subscribe("$twin/events/#")
+    for i in range(30):
+        be.command(command="createDevice", deviceId=f"vg-job{i}", twin={"tags": {"j": 1}})
+    sub.next("$twin/events/createDeviceIdentity/")
+    assert be.command(command="getChanges", fromSequence=1, limit=5)["status"] == 200
+    assert be.command(command="getChanges", opType="nope")["status"] == 400
+    job = {"command": "createJob", "jobId": "vg", "type": "scheduleUpdateTwin",
+           "queryCondition": "tags.j = 1", "updateTwin": {"properties": {"desired": {"a": 1}}}}
+    assert be.command(**job)["status"] == 200
+    assert be.command(**job)["status"] == 409
+    deadline = time.monotonic() + 30
+    while be.command(command="getJob", jobId="vg")["data"]["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    be.command(**{**job, "jobId": "vg2", "startTime": "2099-01-01T00:00:00Z"})
+    assert be.command(command="cancelJob", jobId="vg2")["data"]["status"] == "cancelled"
+    assert len(be.command(command="listJobs")["data"]["jobs"]) == 2
+    sub.close()
 
 
 def valgrind_broker(start_broker, tmp_path, **kwargs):
