@@ -361,8 +361,10 @@ twin_err changes_append_twin(twin_store *s, twin_op op, const char *device_id, t
 	for (size_t i = 0; rc == TWIN_OK && i < sizeof(keep) / sizeof(keep[0]); i++) {
 		cJSON *m = cJSON_DetachItemFromObjectCaseSensitive(view, keep[i]);
 
-		if (m != NULL)
-			cJSON_AddItemToObject(body, keep[i], m);
+		if (m != NULL && !cJSON_AddItemToObject(body, keep[i], m)) {
+			cJSON_Delete(m);
+			rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
+		}
 	}
 	s->chg.body.len = 0;
 	if (rc == TWIN_OK && !twin_json_print_append(&s->chg.body, body))

@@ -249,9 +249,15 @@ cJSON *twin_meta_touched(const cJSON *meta, const cJSON *patch)
 	if (out == NULL || !cJSON_IsObject(meta))
 		return out;
 	for (const cJSON *m = meta->child; m != NULL; m = m->next) {
-		if (m->string[0] == '$' &&
-		    !cJSON_AddItemToObject(out, m->string, cJSON_Duplicate(m, 1)))
+		cJSON *copy;
+
+		if (m->string[0] != '$')
+			continue;
+		copy = cJSON_Duplicate(m, 1);
+		if (!cJSON_AddItemToObject(out, m->string, copy)) {
+			cJSON_Delete(copy);
 			goto fail;
+		}
 	}
 	for (const cJSON *p = patch ? patch->child : NULL; p != NULL; p = p->next) {
 		const cJSON *node = cJSON_GetObjectItemCaseSensitive(meta, p->string);

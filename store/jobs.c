@@ -154,6 +154,32 @@ static void rec_free(job_rec *r)
 	r->root = r->job = NULL;
 }
 
+/* Every member a record needs (twin/jobs.h), with its type. */
+static int rec_whole(const job_rec *r)
+{
+	static const char *strings[] = {"jobId",          "type",        "status",
+	                                "queryCondition", "createdTime", "startTime"};
+	static const char *stats[] = {"deviceCount", "failedCount", "succeededCount",
+	                              "runningCount", "pendingCount"};
+	const cJSON *st = cJSON_GetObjectItemCaseSensitive(r->job, "deviceJobStatistics");
+	const cJSON *pr = cJSON_GetObjectItemCaseSensitive(r->job, "progress");
+
+	for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++)
+		if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(r->job, strings[i])))
+			return 0;
+	for (size_t i = 0; i < sizeof(stats) / sizeof(stats[0]); i++)
+		if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(st, stats[i])))
+			return 0;
+	return cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(r->job, "updateTwin")) &&
+	       cJSON_IsNumber(
+	               cJSON_GetObjectItemCaseSensitive(r->job, "maxExecutionTimeInSeconds")) &&
+	       cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(pr, "scanned")) &&
+	       cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(pr, "total")) &&
+	       cJSON_IsString(cJSON_GetObjectItemCaseSensitive(r->root, "cursor")) &&
+	       cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(r->root, "actor")) &&
+	       cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r->root, "runStart"));
+}
+
 static twin_err rec_load(twin_store *s, const char *id, job_rec *r, twin_error *err)
 {
 	MDB_val v;
@@ -173,7 +199,7 @@ static twin_err rec_load(twin_store *s, const char *id, job_rec *r, twin_error *
 		                  ? cJSON_ParseWithLength((char *)v.mv_data + HDR, v.mv_size - HDR)
 		                  : NULL;
 		r->job = cJSON_GetObjectItemCaseSensitive(r->root, "job");
-		if (r->job == NULL)
+		if (r->job == NULL || !rec_whole(r))
 			rc = twin_error_set(err, TWIN_E_STORAGE,
 			                    "Storage error: job '%s' is corrupt.", id);
 	}
@@ -238,16 +264,20 @@ static void set_number(cJSON *obj, const char *name, double v)
 		cJSON_AddNumberToObject(obj, name, v);
 }
 
-static void set_string(cJSON *obj, const char *name, const char *v)
+/* Set member name of obj to item (taken; freed if it cannot be added). */
+static void set_item(cJSON *obj, const char *name, cJSON *item)
 {
-	cJSON *item = cJSON_CreateString(v);
-
 	if (item == NULL)
 		return;
-	if (cJSON_GetObjectItemCaseSensitive(obj, name) != NULL)
-		cJSON_ReplaceItemInObjectCaseSensitive(obj, name, item);
-	else
-		cJSON_AddItemToObject(obj, name, item);
+	if (cJSON_GetObjectItemCaseSensitive(obj, name) != NULL
+	            ? !cJSON_ReplaceItemInObjectCaseSensitive(obj, name, item)
+	            : !cJSON_AddItemToObject(obj, name, item))
+		cJSON_Delete(item);
+}
+
+static void set_string(cJSON *obj, const char *name, const char *v)
+{
+	set_item(obj, name, cJSON_CreateString(v));
 }
 
 static void set_time(cJSON *obj, const char *name, int64_t ticks)
@@ -369,7 +399,7 @@ static twin_err rec_new(twin_store *s, const cJSON *spec, job_rec *r, twin_error
 	set_string(r->job, "type", type);
 	set_string(r->job, "status", at > now ? "scheduled" : "queued");
 	set_string(r->job, "queryCondition", cond);
-	cJSON_AddItemToObject(r->job, "updateTwin", cJSON_Duplicate(update, 1));
+	set_item(r->job, "updateTwin", cJSON_Duplicate(update, 1));
 	set_time(r->job, "createdTime", now);
 	set_time(r->job, "startTime", at > now ? at : now);
 	set_number(r->job, "maxExecutionTimeInSeconds", max_s);
@@ -383,8 +413,14 @@ static twin_err rec_new(twin_store *s, const cJSON *spec, job_rec *r, twin_error
 	set_number(progress, "scanned", 0);
 	set_number(progress, "total", 0);
 	set_string(r->root, "cursor", "");
-	cJSON_AddItemToObject(r->root, "actor", cJSON_Parse(s->chg.actor));
+	set_item(r->root, "actor", cJSON_Parse(s->chg.actor));
 	set_number(r->root, "runStart", 0);
+	/* The setters above cannot report memory running out: check the
+	 * record is whole instead. */
+	if (!rec_whole(r)) {
+		rec_free(r);
+		return nomem(err);
+	}
 	return TWIN_OK;
 }
 
@@ -633,7 +669,18 @@ static twin_err run_slice(twin_store *s, job_rec *r, size_t max_twins, twin_job_
 	}
 	memcpy(s->chg.actor, caller, sizeof(caller)); /* the caller's again */
 	if (rc == TWIN_OK && n > 0) {
+		const cJSON *moved;
+
 		set_string(r->root, "cursor", ids[n - 1]);
+		moved = cJSON_GetObjectItemCaseSensitive(r->root, "cursor");
+		if (!cJSON_IsString(moved) || strcmp(moved->valuestring, ids[n - 1]) != 0) {
+			/* The slice's updates are in the batch: without the new
+			 * position they would be applied again. Drop them all. */
+			db_fail_batch(s);
+			rc = nomem(err);
+		}
+	}
+	if (rc == TWIN_OK && n > 0) {
 		set_number(progress, "scanned",
 		           cJSON_GetObjectItemCaseSensitive(progress, "scanned")->valuedouble +
 		                   (double)n);

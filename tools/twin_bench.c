@@ -9,7 +9,8 @@
  * For every k and QoS, echo runs first and then get and patch against the
  * same broker, so each twin row has its baseline from the same run; then
  * desired-fanout and connect-storm run once, with the largest k as their
- * connection batch (and connect-storm at the largest QoS).
+ * connection batch (and connect-storm at the largest QoS); then job, with
+ * the largest k (200 without -k) as its devices, at the largest QoS.
  *
  * Open mode (no --connection-string): the client id is the device, devices
  * register on their first connect and the control API needs no
@@ -40,14 +41,16 @@ static int usage(FILE *f)
 	        "usage: twin-bench [-h HOST] [-p PORT] [--scenario LIST] [-k LIST] [--qos LIST]\n"
 	        "                  [--warmup S] [--duration S] [-n N] [--timeout S]\n"
 	        "                  [--connection-string CS] [--prefix STR] [--json FILE]\n"
-	        "  --scenario  echo,get,patch,desired-fanout,connect-storm or all (default)\n"
+	        "  --scenario  echo,get,patch,desired-fanout,connect-storm,job or all (default)\n"
 	        "  -k          clients of echo/get/patch (default 1,32,256); the largest is\n"
 	        "              the connection batch of desired-fanout and connect-storm\n"
+	        "              and the devices doing round trips during job (default 200)\n"
 	        "  --qos       0, 1 or 0,1 (default 0,1)\n"
 	        "  --warmup    seconds before measuring (default 2)\n"
-	        "  --duration  seconds measured (default 10)\n"
-	        "  -n          devices of desired-fanout and connect-storm\n"
-	        "              (default 10000 and 5000)\n"
+	        "  --duration  seconds measured (default 10); job measures 2 s (or this,\n"
+	        "              when shorter) before and after the job\n"
+	        "  -n          devices of desired-fanout and connect-storm, twins job\n"
+	        "              updates (default 10000, 5000 and 10000)\n"
 	        "  --timeout   seconds without progress, or a request without reply,\n"
 	        "              that count as a failure (default 30)\n"
 	        "  --connection-string  a service connection string: sas mode (devices\n"
@@ -120,6 +123,15 @@ static int prefix_ok(const char *prefix)
 	return twin_device_id_valid(id);
 }
 
+static int max_of(const int *v, int n)
+{
+	int m = v[0];
+
+	for (int i = 1; i < n; i++)
+		m = v[i] > m ? v[i] : m;
+	return m;
+}
+
 /* A whole number in [lo, hi]. 0 or -1. */
 static int parse_int(const char *text, int *out, long lo, long hi)
 {
@@ -143,21 +155,22 @@ static const char *apply_option(int c, const char *arg, bench_conf *conf, char *
 	case 'p':
 		return parse_int(arg, &conf->port, 1, 65535) ? "-p takes a port" : NULL;
 	case 'k':
-		return parse_list(arg, conf->k, &conf->nk, 1, BENCH_CLIENTS_MAX)
-		               ? "-k takes client counts, e.g. 1,32,256"
-		               : NULL;
+		if (parse_list(arg, conf->k, &conf->nk, 1, BENCH_CLIENTS_MAX) != 0)
+			return "-k takes client counts, e.g. 1,32,256";
+		conf->k_job = max_of(conf->k, conf->nk);
+		return NULL;
 	case 'q':
 		return parse_list(arg, conf->qos, &conf->nqos, 0, 1) ? "--qos takes 0, 1 or 0,1"
 		                                                     : NULL;
 	case 'n':
 		if (parse_int(arg, &conf->n_fanout, 1, BENCH_CLIENTS_MAX) != 0)
 			return "-n takes a device count";
-		conf->n_storm = conf->n_fanout;
+		conf->n_storm = conf->n_job = conf->n_fanout;
 		return NULL;
 	case 's':
 		return parse_scenarios(arg, &conf->scenarios)
 		               ? "--scenario takes a list of echo, get, patch, desired-fanout, "
-		                 "connect-storm, all"
+		                 "connect-storm, job, all"
 		               : NULL;
 	case 'w':
 		return parse_seconds(arg, &conf->warmup, 0) ? "--warmup takes seconds" : NULL;
@@ -250,15 +263,6 @@ static int raise_fd_limit(int clients)
 	return 0;
 }
 
-static int max_of(const int *v, int n)
-{
-	int m = v[0];
-
-	for (int i = 1; i < n; i++)
-		m = v[i] > m ? v[i] : m;
-	return m;
-}
-
 /* Devices the selected scenarios use: numbers 0..result-1. */
 static int devices_needed(const bench_conf *conf)
 {
@@ -270,6 +274,8 @@ static int devices_needed(const bench_conf *conf)
 		n = conf->n_fanout;
 	if ((conf->scenarios & (1u << BENCH_STORM)) && conf->n_storm > n)
 		n = conf->n_storm;
+	if ((conf->scenarios & (1u << BENCH_JOB)) && conf->n_job > n)
+		n = conf->n_job;
 	return n;
 }
 
@@ -306,6 +312,10 @@ static int run_all(const bench_conf *conf, bench_result *r)
 		rc = bench_run_storm(conf, kmax, qmax, &r[n]);
 		finish(&r[n++], rc, BENCH_STORM, kmax, qmax);
 	}
+	if (conf->scenarios & (1u << BENCH_JOB)) {
+		rc = bench_run_job(conf, conf->k_job, qmax, &r[n]);
+		finish(&r[n++], rc, BENCH_JOB, conf->k_job, qmax);
+	}
 	return n;
 }
 
@@ -324,6 +334,8 @@ int main(int argc, char **argv)
 	        .timeout = 30,
 	        .n_fanout = 10000,
 	        .n_storm = 5000,
+	        .n_job = 10000,
+	        .k_job = 200,
 	        .prefix = "bench-",
 	};
 	bench_result *results;
@@ -339,7 +351,7 @@ int main(int argc, char **argv)
 	if (raise_fd_limit(n + 1) != 0)
 		return 1;
 	strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
-	runs = conf.nk * conf.nqos * 3 + 2;
+	runs = conf.nk * conf.nqos * 3 + 3;
 	results = calloc((size_t)runs, sizeof(*results));
 	if (results == NULL)
 		return 1;

@@ -11,8 +11,11 @@
  *   twin_bench_clients.c    the client pool and its poll loop
  *   twin_bench_scenarios.c  closed-loop scenarios: echo, get, patch
  *   twin_bench_fleet.c      fleet scenarios: desired-fanout, connect-storm
+ *   twin_bench_job.c        job: device round trips before, during and
+ *                           after a bulk twin job
  *   twin_bench_control.c    the control API: request bodies, responses,
- *                           creating the bench devices in sas mode
+ *                           creating the bench devices in sas mode,
+ *                           tagging their twins
  *   twin_bench_stats.c      latency samples and percentiles
  *   twin_bench_report.c     the table on stdout and the --json file
  *
@@ -48,6 +51,7 @@ typedef enum bench_scenario {
 	BENCH_PATCH,
 	BENCH_FANOUT,
 	BENCH_STORM,
+	BENCH_JOB,
 	BENCH_NSCENARIOS
 } bench_scenario;
 
@@ -59,7 +63,8 @@ typedef struct bench_conf {
 	int k[BENCH_LIST_MAX], nk;
 	int qos[BENCH_LIST_MAX], nqos;
 	double warmup, duration, timeout; /* seconds */
-	int n_fanout, n_storm;
+	int n_fanout, n_storm, n_job;
+	int k_job; /* devices doing round trips during the job */
 	const char *json_path;
 	const char *prefix; /* device ids are {prefix}{number} */
 	/* sas mode: a service connection string was given */
@@ -89,6 +94,29 @@ void bench_samples_free(bench_samples *s);
 
 /* ---- one row of the report ---- */
 
+/* The job scenario's three windows of device round trips. */
+enum { BENCH_WIN_BEFORE, BENCH_WIN_DURING, BENCH_WIN_AFTER, BENCH_NWINDOWS };
+
+typedef struct bench_window {
+	long long ops;
+	double seconds, ops_per_s;
+	uint32_t p50_us, p99_us, max_us;
+} bench_window;
+
+/* What the job scenario measures besides its row's figures (which are
+ * those of the window during the job). */
+typedef struct bench_job_figures {
+	bench_window win[BENCH_NWINDOWS];
+	char status[16];             /* the job's last status ("completed") */
+	long long succeeded, failed; /* its deviceJobStatistics at the end */
+	long long scanned;           /* twins it visited (the whole registry) */
+	double job_s;                /* its own endTime - startTime; 0 unknown */
+	double twins_per_s;          /* succeeded / job_s (or the wall time) */
+	int notified;                /* desired notifications of this job received */
+	int notify_expected;         /* one per connected device */
+	int notify_wrong;            /* devices that did not get exactly one */
+} bench_job_figures;
+
 typedef struct bench_result {
 	bench_scenario scenario;
 	int k, qos;
@@ -97,10 +125,13 @@ typedef struct bench_result {
 	double ops_per_s;
 	uint32_t p50_us, p99_us, max_us;
 	long long errors;
-	int n;          /* fleet scenarios: devices; 0 otherwise */
-	double total_s; /* fleet scenarios: first request/CONNECT to last reply */
+	int n;          /* fleet scenarios and job: devices; 0 otherwise */
+	double total_s; /* fleet: first request/CONNECT to last reply; job: its
+	                 * wall time, createJob to getJob saying it ended */
 	int has_ratio;  /* set by the report */
 	double ratio;
+	int has_job; /* the job scenario's row: job is filled */
+	bench_job_figures job;
 } bench_result;
 
 /* ---- the client pool (twin_bench_clients.c) ---- */
@@ -230,11 +261,28 @@ int bench_response_each(const void *payload, int len,
  * primary keys into conf->keys. 0, or -1 with the reason on stderr. */
 int bench_devices_prepare(bench_conf *conf, int n);
 
+/* Give the twins of devices 0..n-1 the tags in tags (the text of a JSON
+ * object, under 256 bytes): createDevice with those tags, or for a device
+ * that exists updateTwin, which merges them into its other tags. 0, or -1
+ * with the reason on stderr. */
+int bench_devices_tag(const bench_conf *conf, int n, const char *tags);
+
 /* ---- the scenarios ---- */
 
 /* The status and $rid of a twin reply topic $iothub/twin/res/{status}/?…
  * (twin_bench_scenarios.c). 0, or -1 when topic is no twin reply. */
 int bench_parse_twin_reply(const char *topic, int *status, uint64_t *rid);
+
+#define BENCH_SEED_ENTRIES 16 /* ~1 KB of reported properties */
+#define BENCH_SEED_MAX     (BENCH_SEED_ENTRIES * 96 + 32)
+
+/* The ~1 KB reported patch that get and patch clients seed their twin with,
+ * into out[0..size), size at least BENCH_SEED_MAX. */
+void bench_make_seed(char *out, size_t size);
+
+/* A ~200-byte reported patch whose values change with n, into
+ * out[0..size) (512 bytes suffice); its length. */
+int bench_make_patch(char *out, size_t size, uint64_t n);
 
 /* echo, get or patch with k clients at qos: one row. */
 int bench_run_closed_loop(const bench_conf *conf, bench_scenario s, int k, int qos,
@@ -245,6 +293,10 @@ int bench_run_fanout(const bench_conf *conf, int k, bench_result *out);
 
 /* connect-storm over conf->n_storm devices, at most k in progress. */
 int bench_run_storm(const bench_conf *conf, int k, int qos, bench_result *out);
+
+/* job: a scheduleUpdateTwin job over conf->n_job twins while k of their
+ * devices do round trips at qos (twin_bench_job.c). One row. */
+int bench_run_job(const bench_conf *conf, int k, int qos, bench_result *out);
 
 /* ---- the report (twin_bench_report.c) ---- */
 

@@ -439,7 +439,8 @@ int bench_pool_run(bench_pool *p)
 			p->h->tick(p, now);
 		if (p->h->done(p))
 			return 0;
-		if (now - p->last_event > limit) {
+		/* last_event may be later than now: set by the tick's own calls. */
+		if (p->last_event < now && now - p->last_event > limit) {
 			bench_error(p, "no progress for %g s (%d of %d clients connected)",
 			            p->conf->timeout, p->up, p->n);
 			return -1;

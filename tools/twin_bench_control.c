@@ -12,6 +12,9 @@
  * In sas mode device clients need their keys: bench_devices_prepare creates
  * the devices with createDevice (keeping those that exist: 409 is followed
  * by getDevice) and keeps each primary key, indexed by device number.
+ * bench_devices_tag runs the same two steps to give twins tags (the job
+ * scenario's condition selects them): createDevice with an initial twin,
+ * and for the devices that exist updateTwin instead of getDevice.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,7 @@
 #include "twin_bench.h"
 
 #define PREPARE_WINDOW 400 /* commands in flight while creating devices */
+#define TAGS_MAX       256 /* bytes of the tags bench_devices_tag sets */
 
 /* ---- request bodies ---- */
 
@@ -92,29 +96,35 @@ int bench_response_each(const void *payload, int len,
 	return 0;
 }
 
-/* ---- creating the devices (sas mode) ---- */
+/* ---- creating the devices (sas mode) and tagging their twins ---- */
 
 typedef struct prepare {
-	bench_conf *conf;
+	const bench_conf *conf;
+	char (*keys)[TWIN_SYM_KEY_B64_MAX + 1]; /* keys read into; NULL: tagging */
+	const char *tags;                       /* tagging: the tags object */
 	int n;
 	int ready;     /* the back end is subscribed */
 	int next;      /* next device to create */
 	int in_flight; /* commands sent, not answered */
-	int *fetch;    /* devices that existed: their keys come by getDevice */
+	int *fetch;    /* devices that existed: getDevice (keys) or updateTwin (tags) */
 	int nfetch;
-	int known, failed; /* keys read; devices given up */
+	int known, failed; /* keys read or twins tagged; devices given up */
 } prepare;
 
 static void send_batch(bench_client *be, prepare *pr, const char *command, const int *numbers,
                        int count)
 {
 	bench_request req = {0};
-	char id[TWIN_DEVICE_ID_MAX + 1], members[TWIN_DEVICE_ID_MAX + 32];
+	char id[TWIN_DEVICE_ID_MAX + 1], members[TWIN_DEVICE_ID_MAX + TAGS_MAX + 48];
 	int i;
 
 	for (i = 0; i < count; i++) {
 		bench_device_id(pr->conf, numbers[i], id, sizeof(id));
-		snprintf(members, sizeof(members), "\"deviceId\":\"%s\"", id);
+		if (pr->tags != NULL)
+			snprintf(members, sizeof(members),
+			         "\"deviceId\":\"%s\",\"twin\":{\"tags\":%s}", id, pr->tags);
+		else
+			snprintf(members, sizeof(members), "\"deviceId\":\"%s\"", id);
 		if (bench_request_add(&req, command, members, numbers[i]) != 0)
 			break;
 	}
@@ -153,9 +163,11 @@ static void prepare_response(void *ctx, long corr, int status, void *response)
 	pr->in_flight--;
 	if (status == 409 && strcmp(command, "createDevice") == 0) {
 		pr->fetch[pr->nfetch++] = (int)corr;
+	} else if (status == 200 && pr->keys == NULL) {
+		pr->known++; /* tagged */
 	} else if (status == 200 && cJSON_IsString(key) &&
-	           strlen(key->valuestring) < sizeof(pr->conf->keys[0])) {
-		strcpy(pr->conf->keys[corr], key->valuestring);
+	           strlen(key->valuestring) < sizeof(pr->keys[0])) {
+		strcpy(pr->keys[corr], key->valuestring);
 		pr->known++;
 	} else {
 		text = cJSON_PrintUnformatted(r);
@@ -221,7 +233,8 @@ static void prepare_tick(bench_pool *p, uint64_t now)
 	       (pr->nfetch > 0 && pr->next == pr->n && pr->in_flight == 0)) {
 		count = pr->nfetch < BENCH_BATCH_MAX ? pr->nfetch : BENCH_BATCH_MAX;
 		pr->nfetch -= count;
-		send_batch(be, pr, "getDevice", pr->fetch + pr->nfetch, count);
+		send_batch(be, pr, pr->tags != NULL ? "updateTwin" : "getDevice",
+		           pr->fetch + pr->nfetch, count);
 	}
 }
 
@@ -241,30 +254,55 @@ static const bench_handlers prepare_handlers = {
         .done = prepare_done,
 };
 
-int bench_devices_prepare(bench_conf *conf, int n)
+/* Run pr to its end on a pool of one back end; 0, or -1 with the reason on
+ * stderr (what names the work). */
+static int prepare_run(prepare *pr, const char *what)
 {
-	prepare pr = {.conf = conf, .n = n};
 	bench_pool pool;
 	int rc;
 
-	conf->keys = calloc((size_t)n, sizeof(*conf->keys));
-	pr.fetch = calloc((size_t)n, sizeof(*pr.fetch));
-	if (conf->keys == NULL || pr.fetch == NULL) {
-		free(pr.fetch);
-		fprintf(stderr, "twin-bench: out of memory for %d device keys\n", n);
+	pr->fetch = calloc((size_t)pr->n, sizeof(*pr->fetch));
+	if (pr->fetch == NULL) {
+		fprintf(stderr, "twin-bench: %s: out of memory\n", what);
 		return -1;
 	}
-	if (bench_pool_init(&pool, conf, "creating devices", 0, 1, &prepare_handlers, &pr) != 0) {
-		free(pr.fetch);
+	if (bench_pool_init(&pool, pr->conf, what, 0, 1, &prepare_handlers, pr) != 0) {
+		free(pr->fetch);
 		return -1;
 	}
 	rc = bench_pool_run(&pool);
 	bench_pool_free(&pool);
-	free(pr.fetch);
-	if (rc != 0 || pool.errors > 0 || pr.known < n) {
-		fprintf(stderr, "twin-bench: %d of %d bench devices are usable\n", pr.known, n);
+	free(pr->fetch);
+	if (rc != 0 || pool.errors > 0 || pr->known < pr->n) {
+		fprintf(stderr, "twin-bench: %s: %d of %d devices done\n", what, pr->known, pr->n);
 		return -1;
 	}
+	return 0;
+}
+
+int bench_devices_prepare(bench_conf *conf, int n)
+{
+	prepare pr = {.conf = conf, .n = n};
+
+	conf->keys = calloc((size_t)n, sizeof(*conf->keys));
+	if (conf->keys == NULL) {
+		fprintf(stderr, "twin-bench: out of memory for %d device keys\n", n);
+		return -1;
+	}
+	pr.keys = conf->keys;
+	if (prepare_run(&pr, "creating devices") != 0)
+		return -1;
 	conf->nkeys = n;
 	return 0;
+}
+
+int bench_devices_tag(const bench_conf *conf, int n, const char *tags)
+{
+	prepare pr = {.conf = conf, .n = n, .tags = tags};
+
+	if (strlen(tags) >= TAGS_MAX) {
+		fprintf(stderr, "twin-bench: tags too long\n");
+		return -1;
+	}
+	return prepare_run(&pr, "tagging twins");
 }

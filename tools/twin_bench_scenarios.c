@@ -28,7 +28,6 @@
 
 #define CONNECT_WINDOW  256 /* CONNECTs in flight while setting up */
 #define ECHO_BYTES      200
-#define SEED_ENTRIES    16 /* ~1 KB of reported properties */
 #define TWIN_RES_PREFIX "$iothub/twin/res/"
 #define TIMEOUT_SCAN_NS 100000000ULL
 
@@ -44,26 +43,25 @@ typedef struct loop_run {
 	long long ops;
 	uint64_t next_scan;
 	bench_samples samples;
-	char seed[SEED_ENTRIES * 96 + 32];
+	char seed[BENCH_SEED_MAX];
 } loop_run;
 
 /* ---- requests ---- */
 
-static void make_seed(loop_run *r)
+void bench_make_seed(char *out, size_t size)
 {
 	size_t len = 0;
 
-	len += (size_t)snprintf(r->seed + len, sizeof(r->seed) - len, "{\"seed\":{");
-	for (int i = 0; i < SEED_ENTRIES; i++)
-		len += (size_t)snprintf(r->seed + len, sizeof(r->seed) - len,
+	len += (size_t)snprintf(out + len, size - len, "{\"seed\":{");
+	for (int i = 0; i < BENCH_SEED_ENTRIES; i++)
+		len += (size_t)snprintf(out + len, size - len,
 		                        "%s\"sensor%02d\":{\"id\":\"s-%02d-abcdefgh\",\"unit\":"
 		                        "\"celsius\",\"offset\":%d.25}",
 		                        i ? "," : "", i, i, i);
-	snprintf(r->seed + len, sizeof(r->seed) - len, "}}");
+	snprintf(out + len, size - len, "}}");
 }
 
-/* A ~200-byte reported patch whose values change with n. */
-static int make_patch(char *out, size_t size, uint64_t n)
+int bench_make_patch(char *out, size_t size, uint64_t n)
 {
 	return snprintf(out, size,
 	                "{\"telemetry\":{\"temperature\":%.2f,\"humidity\":%.1f,\"pressure\":"
@@ -106,7 +104,7 @@ static void send_request(loop_run *r, bench_client *c, int seeding)
 		snprintf(topic, sizeof(topic),
 		         "$iothub/twin/PATCH/properties/reported/?$rid=%" PRIu64, c->rid);
 		if (!seeding)
-			len = make_patch(payload, sizeof(payload), c->rid);
+			len = bench_make_patch(payload, sizeof(payload), c->rid);
 		break;
 	}
 	if (seeding) {
@@ -325,7 +323,7 @@ int bench_run_closed_loop(const bench_conf *conf, bench_scenario s, int k, int q
 	r->k = k;
 	r->qos = qos;
 	snprintf(r->name, sizeof(r->name), "%s k=%d qos=%d", bench_scenario_name(s), k, qos);
-	make_seed(r);
+	bench_make_seed(r->seed, sizeof(r->seed));
 	if (bench_pool_init(&pool, conf, r->name, k, 0, &loop_handlers, r) != 0) {
 		free(r);
 		return -1;

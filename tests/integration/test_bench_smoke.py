@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not TWIN_BENCH, reason="TWIN_BENCH not set (ctes
 
 HOST = "hub.example.test"
 CLOSED_LOOP = ("echo", "get", "patch")
-FLEET = ("desired-fanout", "connect-storm")
+FLEET = ("desired-fanout", "connect-storm", "job")
 TINY = ("--warmup", "0", "--duration", "1")
 
 
@@ -77,8 +77,13 @@ def test_every_scenario_reports_a_row_per_k_and_qos_in_open_mode(start_broker, t
                     assert row["ratio_to_echo"] is None
                 else:
                     assert row["ratio_to_echo"] > 0, row
-    # The fleet scenarios run once, batched by the largest k.
-    assert sorted(runs) == [("connect-storm", 4, 1), ("desired-fanout", 4, 1)]
+    # The fleet scenarios and job run once, batched by the largest k.
+    assert sorted(runs) == [("connect-storm", 4, 1), ("desired-fanout", 4, 1), ("job", 4, 1)]
+    job = runs.pop(("job", 4, 1))
+    assert_sane(job)
+    assert job["n"] == 50 and job["job"]["succeeded"] == 50, job
+    assert job["job"]["notifications"] == {"received": 4, "expected": 4, "devices_wrong": 0}
+    assert all(w["ops"] > 0 for w in job["job"]["windows"].values()), job
     for row in runs.values():
         assert_sane(row)
         assert row["n"] == 50 and row["ops"] == 50 and row["total_s"] > 0, row
