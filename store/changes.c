@@ -266,7 +266,7 @@ twin_err changes_append(twin_store *s, twin_op op, const char *device_id, int by
 	vstart = start + sizeof(uint64_t) + sizeof(uint32_t);
 	vlen = (uint32_t)(c->pending.len - vstart);
 	memcpy(c->pending.data + start + sizeof(uint64_t), &vlen, sizeof(vlen));
-	rc = db_put(s, DB_CHANGES, key, sizeof(key), c->pending.data + vstart, vlen, err);
+	rc = db_append(s, DB_CHANGES, key, sizeof(key), c->pending.data + vstart, vlen, err);
 	if (rc != TWIN_OK) {
 		c->pending.len = start;
 		db_fail_batch(s);

@@ -18,15 +18,15 @@
 #include "db.h"
 #include "twin_records.h"
 
-enum { WLOG_PUT = 1, WLOG_DEL = 2 };
+enum { WLOG_PUT = 1, WLOG_DEL = 2, WLOG_APPEND = 3 };
 
 /* LMDB named-database slots; more than the tables in use, so adding a table
  * needs no other change. */
 #define DB_MAX_TABLES 8
 _Static_assert(DB_TABLE_COUNT <= DB_MAX_TABLES, "raise DB_MAX_TABLES");
 
-static const char *table_names[DB_TABLE_COUNT] = {"devices", "twins",   "policies",
-                                                    "connected", "changes", "meta", "jobs"};
+static const char *table_names[DB_TABLE_COUNT] = {"devices", "twins", "policies", "connected",
+                                                  "changes", "meta",  "jobs"};
 
 static twin_err lmdb_error(twin_error *err, const char *what, int rc)
 {
@@ -286,8 +286,8 @@ static int apply_one(twin_store *s, int op, db_table t, MDB_val *k, MDB_val *v)
 {
 	int rc;
 
-	if (op == WLOG_PUT)
-		return mdb_put(s->wtxn, s->dbi[t], k, v, 0);
+	if (op == WLOG_PUT || op == WLOG_APPEND)
+		return mdb_put(s->wtxn, s->dbi[t], k, v, op == WLOG_APPEND ? MDB_APPEND : 0);
 	rc = mdb_del(s->wtxn, s->dbi[t], k, NULL);
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
@@ -374,7 +374,7 @@ static twin_err db_write(twin_store *s, int op, db_table t, const void *key, siz
 	}
 	if (rc != 0) {
 		db_fail_batch(s);
-		return lmdb_error(err, op == WLOG_PUT ? "put" : "del", rc);
+		return lmdb_error(err, op == WLOG_DEL ? "del" : "put", rc);
 	}
 	return TWIN_OK;
 }
@@ -389,6 +389,12 @@ twin_err db_put(twin_store *s, db_table t, const void *key, size_t klen, const v
                 size_t vlen, twin_error *err)
 {
 	return db_write(s, WLOG_PUT, t, key, klen, val, vlen, err);
+}
+
+twin_err db_append(twin_store *s, db_table t, const void *key, size_t klen, const void *val,
+                   size_t vlen, twin_error *err)
+{
+	return db_write(s, WLOG_APPEND, t, key, klen, val, vlen, err);
 }
 
 twin_err db_del(twin_store *s, db_table t, const void *key, size_t klen, twin_error *err)

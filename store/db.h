@@ -96,4 +96,9 @@ twin_err db_put(twin_store *s, db_table t, const void *key, size_t klen, const v
                 size_t vlen, twin_error *err);
 twin_err db_del(twin_store *s, db_table t, const void *key, size_t klen, twin_error *err);
 
+/* db_put of a key greater than every key of t (MDB_APPEND): no search, and
+ * full pages instead of half-full ones. MDB_KEYEXIST if it is not. */
+twin_err db_append(twin_store *s, db_table t, const void *key, size_t klen, const void *val,
+                   size_t vlen, twin_error *err);
+
 #endif

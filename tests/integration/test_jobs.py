@@ -257,3 +257,28 @@ def test_twinctl_twin_update_with_query_runs_a_job_and_waits(broker):
     out = subprocess.run([TWINCTL, "-p", str(broker.port), "job", "show", "nope"], capture_output=True, text=True, timeout=20)
     assert out.returncode == 5 and "404" in out.stderr
     be.close()
+
+
+TWIN_BENCH = os.environ.get("TWIN_BENCH")
+
+
+@pytest.mark.skipif(not TWIN_BENCH, reason="TWIN_BENCH not set (ctest sets it)")
+def test_job_over_10000_twins_while_200_devices_run_get_and_patch(broker, tmp_path):
+    """twin-bench's job scenario: 200 devices do GET/PATCH round trips while a
+    job updates 10,000 twins; every twin is updated and every connected
+    device gets exactly one notification. (Latency figures: BENCHMARKS.md.)"""
+    out = tmp_path / "job.json"
+    r = subprocess.run(
+        [TWIN_BENCH, "-p", str(broker.port), "--scenario", "job", "-n", "10000", "-k", "200", "--duration", "1", "--json", str(out)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = [x for x in json.loads(out.read_text())["runs"] if x["scenario"] == "job"][0]
+    job = row["job"]
+    assert row["errors"] == 0 and job["status"] == "completed", row
+    assert (job["succeeded"], job["failed"], job["scanned"]) == (10000, 0, 10000)
+    assert job["notifications"] == {"received": 200, "expected": 200, "devices_wrong": 0}
+    assert all(w["ops"] > 0 for w in job["windows"].values()), job
