@@ -1,5 +1,6 @@
 /*
- * jobs.c - bulk twin jobs (twin/jobs.h): records, life cycle and slices.
+ * jobs.c - bulk twin jobs (twin/jobs.h): records and their life cycle;
+ * store/jobs_run.c runs them.
  *
  * Table "jobs": key = jobId; value = a 9-byte header (status, then the
  * ticks at which a scheduled job may start) and the record's JSON text:
@@ -8,11 +9,6 @@
  * The header lets each slice find the job to run by reading one byte per
  * job instead of parsing every record. A slice parses and rewrites one
  * record; jobs are few and slices visit hundreds of twins, so that is noise.
- *
- * A slice runs inside the open batch and takes the twins' ordinary write
- * path (twin_update), so each update writes its change log entry and gives
- * its desired notification like any back-end update; the job record moves
- * forward in the same transaction (twin/jobs.h: no device twice).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -23,23 +19,18 @@
 #include <time.h>
 
 #include "db.h"
-#include "query_run.h"
-#include "twin/changes.h"
+#include "jobs_record.h"
+#include "query_ast.h"
 #include "twin/doc.h"
 #include "twin/jobs.h"
 #include "twin/query.h"
-#include "twin_records.h"
 
-#define HDR 9
-
-enum { ST_QUEUED = 'q', ST_SCHEDULED = 's', ST_RUNNING = 'r', ST_DONE = 'd' };
-
-static twin_err nomem(twin_error *err)
+twin_err job_nomem(twin_error *err)
 {
 	return twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 }
 
-static twin_err storage(twin_error *err, int rc)
+twin_err job_storage(twin_error *err, int rc)
 {
 	return twin_error_set(err, TWIN_E_STORAGE, "Storage error: jobs: %s", mdb_strerror(rc));
 }
@@ -95,7 +86,7 @@ static void error_in_condition(twin_error *err, size_t prefix)
 }
 
 /* The query a condition stands for ("…", "WHERE …" or "SELECT …"). */
-static twin_err parse_condition(const char *cond, twin_query **q, twin_error *err)
+twin_err job_parse_condition(const char *cond, twin_query **q, twin_error *err)
 {
 	size_t n = strlen(cond), skip = strspn(cond, " \t\r\n");
 	const char *prefix = strncasecmp(cond + skip, "SELECT", 6) == 0 ? ""
@@ -106,7 +97,7 @@ static twin_err parse_condition(const char *cond, twin_query **q, twin_error *er
 	twin_err rc;
 
 	if (text == NULL)
-		return nomem(err);
+		return job_nomem(err);
 	snprintf(text, n + 40, "%s%s", prefix, cond);
 	rc = twin_query_parse(text, strlen(text), q, err);
 	if (rc == TWIN_E_INVALID)
@@ -123,32 +114,9 @@ static twin_err parse_condition(const char *cond, twin_query **q, twin_error *er
 	return rc;
 }
 
-/* 1 if device_id's twin (in the batch) meets q's WHERE, 0 if not, -1 when
- * out of memory. A half-written twin never matches. */
-static int matches(twin_store *s, const twin_query *q, const char *device_id)
-{
-	static const char kinds[ROW_KINDS] = {
-	        [ROW_V] = 'V', [ROW_T] = 'T', [ROW_D] = 'D', [ROW_R] = 'R'};
-	q_row row = {.txn = db_txn(s), .devices = s->dbi[DB_DEVICES]};
-
-	q_row_reset(&row, device_id, strlen(device_id));
-	for (int k = 0; k < ROW_KINDS; k++)
-		row.have[k] = twin_record_get(s, device_id, kinds[k], &row.rec[k], NULL) == TWIN_OK;
-	if (!row.have[ROW_V] || row.rec[ROW_V].mv_size != sizeof(row.version))
-		return 0;
-	memcpy(&row.version, row.rec[ROW_V].mv_data, sizeof(row.version));
-	return q_eval_where(q->where, q_row_lookup, &row);
-}
-
 /* ---- records ---- */
 
-typedef struct job_rec {
-	char id[TWIN_JOB_ID_MAX + 1];
-	cJSON *root; /* the record; job = its "job" member */
-	cJSON *job;
-} job_rec;
-
-static void rec_free(job_rec *r)
+void job_rec_free(job_rec *r)
 {
 	cJSON_Delete(r->root);
 	r->root = r->job = NULL;
@@ -180,7 +148,7 @@ static int rec_whole(const job_rec *r)
 	       cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r->root, "runStart"));
 }
 
-static twin_err rec_load(twin_store *s, const char *id, job_rec *r, twin_error *err)
+twin_err job_rec_load(twin_store *s, const char *id, job_rec *r, twin_error *err)
 {
 	MDB_val v;
 	twin_err rc;
@@ -207,11 +175,11 @@ static twin_err rec_load(twin_store *s, const char *id, job_rec *r, twin_error *
 	if (rc == TWIN_OK)
 		strcpy(r->id, id);
 	else
-		rec_free(r);
+		job_rec_free(r);
 	return rc;
 }
 
-static const char *job_status(const job_rec *r)
+const char *job_status(const job_rec *r)
 {
 	const cJSON *st = cJSON_GetObjectItemCaseSensitive(r->job, "status");
 
@@ -227,7 +195,7 @@ static int64_t start_ticks(const job_rec *r)
 	return at > 0 ? at : 0;
 }
 
-static char header_status(const char *status)
+char job_header_status(const char *status)
 {
 	return strcmp(status, "queued") == 0      ? ST_QUEUED
 	       : strcmp(status, "scheduled") == 0 ? ST_SCHEDULED
@@ -235,26 +203,26 @@ static char header_status(const char *status)
 	                                          : ST_DONE;
 }
 
-static twin_err rec_store(twin_store *s, job_rec *r, twin_error *err)
+twin_err job_rec_store(twin_store *s, job_rec *r, twin_error *err)
 {
 	twin_buf b = {0};
 	unsigned char hdr[HDR];
 	int64_t start = start_ticks(r);
 	twin_err rc;
 
-	hdr[0] = (unsigned char)header_status(job_status(r));
+	hdr[0] = (unsigned char)job_header_status(job_status(r));
 	memcpy(hdr + 1, &start, sizeof(start));
 	if (!twin_buf_put(&b, hdr, HDR) || !twin_json_print_append(&b, r->root)) {
 		cJSON_free(b.data);
 		db_fail_batch(s);
-		return nomem(err);
+		return job_nomem(err);
 	}
 	rc = db_put(s, DB_JOBS, r->id, strlen(r->id), b.data, b.len, err);
 	cJSON_free(b.data);
 	return rc;
 }
 
-static void set_number(cJSON *obj, const char *name, double v)
+void job_set_number(cJSON *obj, const char *name, double v)
 {
 	cJSON *n = cJSON_GetObjectItemCaseSensitive(obj, name);
 
@@ -275,7 +243,7 @@ static void set_item(cJSON *obj, const char *name, cJSON *item)
 		cJSON_Delete(item);
 }
 
-static void set_string(cJSON *obj, const char *name, const char *v)
+void job_set_string(cJSON *obj, const char *name, const char *v)
 {
 	set_item(obj, name, cJSON_CreateString(v));
 }
@@ -285,11 +253,11 @@ static void set_time(cJSON *obj, const char *name, int64_t ticks)
 	char when[TWIN_TIMESTAMP_MAX];
 
 	twin_timestamp_format(ticks, when);
-	set_string(obj, name, when);
+	job_set_string(obj, name, when);
 }
 
 /* Count n more of name in the job's deviceJobStatistics. */
-static void count(job_rec *r, const char *name, double n)
+void job_count(job_rec *r, const char *name, double n)
 {
 	cJSON *stats = cJSON_GetObjectItemCaseSensitive(r->job, "deviceJobStatistics");
 	cJSON *c = cJSON_GetObjectItemCaseSensitive(stats, name);
@@ -298,12 +266,12 @@ static void count(job_rec *r, const char *name, double n)
 		cJSON_SetNumberValue(c, c->valuedouble + n);
 }
 
-static void finish(twin_store *s, job_rec *r, const char *status, const char *reason)
+void job_finish(twin_store *s, job_rec *r, const char *status, const char *reason)
 {
-	set_string(r->job, "status", status);
+	job_set_string(r->job, "status", status);
 	set_time(r->job, "endTime", twin_store_now(s));
 	if (reason != NULL)
-		set_string(r->job, "failureReason", reason);
+		job_set_string(r->job, "failureReason", reason);
 }
 
 /* ---- commands ---- */
@@ -337,7 +305,7 @@ static twin_err check_update(twin_store *s, const cJSON *u, twin_error *err)
 	return TWIN_OK;
 }
 
-static const char *spec_string(const cJSON *spec, const char *name)
+const char *job_spec_string(const cJSON *spec, const char *name)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, name);
 
@@ -347,9 +315,9 @@ static const char *spec_string(const cJSON *spec, const char *name)
 /* A new record for a valid spec. */
 static twin_err rec_new(twin_store *s, const cJSON *spec, job_rec *r, twin_error *err)
 {
-	const char *id = spec_string(spec, "jobId"), *type = spec_string(spec, "type");
-	const char *cond = spec_string(spec, "queryCondition"),
-	           *start = spec_string(spec, "startTime");
+	const char *id = job_spec_string(spec, "jobId"), *type = job_spec_string(spec, "type");
+	const char *cond = job_spec_string(spec, "queryCondition"),
+	           *start = job_spec_string(spec, "startTime");
 	const cJSON *max = cJSON_GetObjectItemCaseSensitive(spec, "maxExecutionTimeInSeconds");
 	const cJSON *update = cJSON_GetObjectItemCaseSensitive(spec, "updateTwin");
 	int64_t now = twin_store_now(s), at = start ? parse_time(start) : 0;
@@ -384,42 +352,42 @@ static twin_err rec_new(twin_store *s, const cJSON *spec, job_rec *r, twin_error
 	}
 	rc = check_update(s, update, err);
 	if (rc == TWIN_OK)
-		rc = parse_condition(cond, &q, err);
+		rc = job_parse_condition(cond, &q, err);
 	twin_query_free(q);
 	if (rc != TWIN_OK)
 		return rc;
 	r->root = cJSON_CreateObject();
 	r->job = cJSON_AddObjectToObject(r->root, "job");
 	if (r->job == NULL) {
-		rec_free(r);
-		return nomem(err);
+		job_rec_free(r);
+		return job_nomem(err);
 	}
 	strcpy(r->id, id);
-	set_string(r->job, "jobId", id);
-	set_string(r->job, "type", type);
-	set_string(r->job, "status", at > now ? "scheduled" : "queued");
-	set_string(r->job, "queryCondition", cond);
+	job_set_string(r->job, "jobId", id);
+	job_set_string(r->job, "type", type);
+	job_set_string(r->job, "status", at > now ? "scheduled" : "queued");
+	job_set_string(r->job, "queryCondition", cond);
 	set_item(r->job, "updateTwin", cJSON_Duplicate(update, 1));
 	set_time(r->job, "createdTime", now);
 	set_time(r->job, "startTime", at > now ? at : now);
-	set_number(r->job, "maxExecutionTimeInSeconds", max_s);
+	job_set_number(r->job, "maxExecutionTimeInSeconds", max_s);
 	stats = cJSON_AddObjectToObject(r->job, "deviceJobStatistics");
 	progress = cJSON_AddObjectToObject(r->job, "progress");
 	for (int i = 0; i < 5; i++)
-		set_number(stats,
-		           (const char *[]){"deviceCount", "failedCount", "succeededCount",
-		                            "runningCount", "pendingCount"}[i],
-		           0);
-	set_number(progress, "scanned", 0);
-	set_number(progress, "total", 0);
-	set_string(r->root, "cursor", "");
+		job_set_number(stats,
+		               (const char *[]){"deviceCount", "failedCount", "succeededCount",
+		                                "runningCount", "pendingCount"}[i],
+		               0);
+	job_set_number(progress, "scanned", 0);
+	job_set_number(progress, "total", 0);
+	job_set_string(r->root, "cursor", "");
 	set_item(r->root, "actor", cJSON_Parse(s->chg.actor));
-	set_number(r->root, "runStart", 0);
+	job_set_number(r->root, "runStart", 0);
 	/* The setters above cannot report memory running out: check the
 	 * record is whole instead. */
 	if (!rec_whole(r)) {
-		rec_free(r);
-		return nomem(err);
+		job_rec_free(r);
+		return job_nomem(err);
 	}
 	return TWIN_OK;
 }
@@ -429,7 +397,7 @@ static twin_err job_out(job_rec *r, cJSON **out, twin_error *err)
 	if (out == NULL)
 		return TWIN_OK;
 	*out = cJSON_Duplicate(r->job, 1);
-	return *out ? TWIN_OK : nomem(err);
+	return *out ? TWIN_OK : job_nomem(err);
 }
 
 twin_err twin_job_create(twin_store *s, const cJSON *spec, cJSON **out, twin_error *err)
@@ -448,24 +416,24 @@ twin_err twin_job_create(twin_store *s, const cJSON *spec, cJSON **out, twin_err
 	if (rc == TWIN_OK && db_get(s, DB_JOBS, r.id, strlen(r.id), &v, NULL) == TWIN_OK)
 		rc = twin_error_set(err, TWIN_E_EXISTS, "Job '%s' already exists.", r.id);
 	if (rc == TWIN_OK)
-		rc = rec_store(s, &r, err);
+		rc = job_rec_store(s, &r, err);
 	if (rc == TWIN_OK) {
 		s->jobs_hint = 1;
 		rc = job_out(&r, out, err);
 	}
-	rec_free(&r);
+	job_rec_free(&r);
 	return rc;
 }
 
 twin_err twin_job_get(twin_store *s, const char *job_id, cJSON **out, twin_error *err)
 {
 	job_rec r;
-	twin_err rc = rec_load(s, job_id, &r, err);
+	twin_err rc = job_rec_load(s, job_id, &r, err);
 
 	*out = NULL;
 	if (rc == TWIN_OK)
 		rc = job_out(&r, out, err);
-	rec_free(&r);
+	job_rec_free(&r);
 	return rc;
 }
 
@@ -477,16 +445,16 @@ twin_err twin_job_cancel(twin_store *s, const char *job_id, cJSON **out, twin_er
 	if (out != NULL)
 		*out = NULL;
 	if (rc == TWIN_OK)
-		rc = rec_load(s, job_id, &r, err);
+		rc = job_rec_load(s, job_id, &r, err);
 	if (rc != TWIN_OK)
 		return rc;
-	if (header_status(job_status(&r)) != ST_DONE) {
-		finish(s, &r, "cancelled", NULL);
-		rc = rec_store(s, &r, err);
+	if (job_header_status(job_status(&r)) != ST_DONE) {
+		job_finish(s, &r, "cancelled", NULL);
+		rc = job_rec_store(s, &r, err);
 	}
 	if (rc == TWIN_OK)
 		rc = job_out(&r, out, err);
-	rec_free(&r);
+	job_rec_free(&r);
 	return rc;
 }
 
@@ -501,7 +469,7 @@ twin_err twin_job_list(twin_store *s, cJSON **out, twin_error *err)
 	*out = NULL;
 	if (jobs == NULL) {
 		cJSON_Delete(res);
-		return nomem(err);
+		return job_nomem(err);
 	}
 	rc = db_read_begin(s, err);
 	if (rc != TWIN_OK) {
@@ -529,220 +497,8 @@ twin_err twin_job_list(twin_store *s, cJSON **out, twin_error *err)
 	db_read_end(s);
 	if (mrc != MDB_NOTFOUND) {
 		cJSON_Delete(res);
-		return mrc == ENOMEM ? nomem(err) : storage(err, mrc);
+		return mrc == ENOMEM ? job_nomem(err) : job_storage(err, mrc);
 	}
 	*out = res;
 	return TWIN_OK;
-}
-
-/* ---- slices ---- */
-
-/* The id of the job to run now into id, or "" if none; *waiting is set
- * when a job is scheduled for later. */
-static twin_err pick(twin_store *s, char id[TWIN_JOB_ID_MAX + 1], int *waiting, twin_error *err)
-{
-	int64_t now = twin_store_now(s);
-	MDB_cursor *cur = NULL;
-	MDB_val k, v;
-	int mrc;
-
-	id[0] = '\0';
-	*waiting = 0;
-	mrc = mdb_cursor_open(db_txn(s), s->dbi[DB_JOBS], &cur);
-	for (int op = MDB_FIRST; mrc == 0; op = MDB_NEXT) {
-		const unsigned char *p;
-		int64_t at;
-
-		if ((mrc = mdb_cursor_get(cur, &k, &v, op)) != 0)
-			break;
-		if (v.mv_size < HDR || k.mv_size > TWIN_JOB_ID_MAX)
-			continue;
-		p = v.mv_data;
-		memcpy(&at, p + 1, sizeof(at));
-		if (p[0] == ST_SCHEDULED && at > now) {
-			*waiting = 1;
-			continue;
-		}
-		if (p[0] == ST_DONE)
-			continue;
-		/* A running job goes first, so jobs finish one by one. */
-		if (id[0] == '\0' || p[0] == ST_RUNNING)
-			snprintf(id, TWIN_JOB_ID_MAX + 1, "%.*s", (int)k.mv_size,
-			         (char *)k.mv_data);
-		if (p[0] == ST_RUNNING)
-			break;
-	}
-	if (mrc == MDB_NOTFOUND)
-		mrc = 0;
-	if (cur != NULL)
-		mdb_cursor_close(cur);
-	return mrc == 0 ? TWIN_OK : storage(err, mrc);
-}
-
-/* Up to max device ids after `after`, in order, into ids; *n of them. */
-static twin_err next_devices(twin_store *s, const char *after, size_t max,
-                             char (*ids)[TWIN_DEVICE_ID_MAX + 1], size_t *n, twin_error *err)
-{
-	MDB_cursor *cur;
-	MDB_val k = {strlen(after), (void *)after}, v;
-	int mrc = mdb_cursor_open(db_txn(s), s->dbi[DB_DEVICES], &cur);
-	int op = after[0] ? MDB_SET_RANGE : MDB_FIRST;
-
-	*n = 0;
-	while (mrc == 0 && *n < max) {
-		if ((mrc = mdb_cursor_get(cur, &k, &v, op)) != 0)
-			break;
-		op = MDB_NEXT;
-		if (k.mv_size > TWIN_DEVICE_ID_MAX ||
-		    (k.mv_size == strlen(after) && memcmp(k.mv_data, after, k.mv_size) == 0))
-			continue;
-		memcpy(ids[*n], k.mv_data, k.mv_size);
-		ids[(*n)++][k.mv_size] = '\0';
-	}
-	mdb_cursor_close(cur);
-	return mrc == 0 || mrc == MDB_NOTFOUND ? TWIN_OK : storage(err, mrc);
-}
-
-/* Start a due job: running, its clock and the registry size. */
-static void start(twin_store *s, job_rec *r)
-{
-	MDB_stat st;
-
-	set_string(r->job, "status", "running");
-	set_number(r->root, "runStart", (double)twin_store_now(s));
-	if (mdb_stat(db_txn(s), s->dbi[DB_DEVICES], &st) == 0)
-		set_number(cJSON_GetObjectItemCaseSensitive(r->job, "progress"), "total",
-		           (double)st.ms_entries);
-}
-
-/* Apply the job's update to device_id. TWIN_OK also for a device that
- * failed (counted); other codes end the slice. */
-static twin_err update_one(twin_store *s, job_rec *r, const char *device_id, twin_job_update_fn fn,
-                           void *arg, twin_error *err)
-{
-	const cJSON *update = cJSON_GetObjectItemCaseSensitive(r->job, "updateTwin");
-	const char *etag = spec_string(update, "etag");
-	twin_write_result res = {0};
-	twin_error derr;
-	twin_err rc = twin_update(s, device_id, update, etag, &res, &derr);
-
-	count(r, "deviceCount", 1);
-	if (rc == TWIN_OK) {
-		count(r, "succeededCount", 1);
-		if (fn != NULL)
-			fn(arg, device_id, &res);
-	} else if (rc == TWIN_E_STORAGE || rc == TWIN_E_NOMEM) {
-		*err = derr;
-	} else {
-		count(r, "failedCount", 1);
-		rc = TWIN_OK;
-	}
-	twin_write_result_clear(&res);
-	return rc;
-}
-
-static twin_err run_slice(twin_store *s, job_rec *r, size_t max_twins, twin_job_update_fn fn,
-                          void *arg, twin_error *err)
-{
-	char(*ids)[TWIN_DEVICE_ID_MAX + 1] = malloc(max_twins * sizeof(*ids));
-	const cJSON *cursor = cJSON_GetObjectItemCaseSensitive(r->root, "cursor");
-	const cJSON *actor = cJSON_GetObjectItemCaseSensitive(r->root, "actor");
-	cJSON *progress = cJSON_GetObjectItemCaseSensitive(r->job, "progress");
-	char caller[sizeof(s->chg.actor)];
-	twin_query *q = NULL;
-	size_t n = 0;
-	twin_err rc =
-	        ids ? parse_condition(spec_string(r->job, "queryCondition"), &q, err) : nomem(err);
-
-	if (rc == TWIN_OK)
-		rc = next_devices(s, cJSON_IsString(cursor) ? cursor->valuestring : "", max_twins,
-		                  ids, &n, err);
-	memcpy(caller, s->chg.actor, sizeof(caller));
-	twin_store_set_actor(s, spec_string(actor, "type"), spec_string(actor, "name"), r->id);
-	for (size_t i = 0; i < n && rc == TWIN_OK; i++) {
-		int m = matches(s, q, ids[i]);
-
-		if (m < 0)
-			rc = nomem(err);
-		else if (m)
-			rc = update_one(s, r, ids[i], fn, arg, err);
-	}
-	memcpy(s->chg.actor, caller, sizeof(caller)); /* the caller's again */
-	if (rc == TWIN_OK && n > 0) {
-		const cJSON *moved;
-
-		set_string(r->root, "cursor", ids[n - 1]);
-		moved = cJSON_GetObjectItemCaseSensitive(r->root, "cursor");
-		if (!cJSON_IsString(moved) || strcmp(moved->valuestring, ids[n - 1]) != 0) {
-			/* The slice's updates are in the batch: without the new
-			 * position they would be applied again. Drop them all. */
-			db_fail_batch(s);
-			rc = nomem(err);
-		}
-	}
-	if (rc == TWIN_OK && n > 0) {
-		set_number(progress, "scanned",
-		           cJSON_GetObjectItemCaseSensitive(progress, "scanned")->valuedouble +
-		                   (double)n);
-	}
-	if (rc == TWIN_OK && n < max_twins)
-		finish(s, r, "completed", NULL);
-	twin_query_free(q);
-	free(ids);
-	return rc;
-}
-
-twin_err twin_jobs_step(twin_store *s, size_t max_twins, twin_job_update_fn fn, void *arg,
-                        twin_jobs_state *state, twin_error *err)
-{
-	char id[TWIN_JOB_ID_MAX + 1];
-	int waiting = 0;
-	job_rec r;
-	twin_err rc;
-
-	*state = TWIN_JOBS_IDLE;
-	if (!s->jobs_hint)
-		return TWIN_OK;
-	rc = db_write_begin(s, err);
-	if (rc == TWIN_OK)
-		rc = pick(s, id, &waiting, err);
-	if (rc != TWIN_OK)
-		return rc;
-	if (id[0] == '\0') {
-		s->jobs_hint = waiting; /* TICK checks scheduled jobs again */
-		*state = waiting ? TWIN_JOBS_WAITING : TWIN_JOBS_IDLE;
-		return TWIN_OK;
-	}
-	rc = rec_load(s, id, &r, err);
-	if (rc != TWIN_OK)
-		return rc;
-	if (header_status(job_status(&r)) != ST_RUNNING)
-		start(s, &r);
-	{
-		const cJSON *max =
-		        cJSON_GetObjectItemCaseSensitive(r.job, "maxExecutionTimeInSeconds");
-		const cJSON *t0 = cJSON_GetObjectItemCaseSensitive(r.root, "runStart");
-
-		if (cJSON_IsNumber(max) && cJSON_IsNumber(t0) &&
-		    twin_store_now(s) - (int64_t)t0->valuedouble >
-		            (int64_t)max->valuedouble * 10000000)
-			finish(s, &r, "failed",
-			       "The job ran longer than its maxExecutionTimeInSeconds.");
-		else
-			rc = run_slice(s, &r,
-			               max_twins < 1      ? 1
-			               : max_twins > 4096 ? 4096
-			                                  : max_twins,
-			               fn, arg, err);
-	}
-	if (rc == TWIN_OK)
-		rc = rec_store(s, &r, err);
-	if (rc == TWIN_OK && header_status(job_status(&r)) == ST_DONE) {
-		/* Finished: is there another job? */
-		rc = pick(s, id, &waiting, err);
-		*state = id[0] ? TWIN_JOBS_BUSY : waiting ? TWIN_JOBS_WAITING : TWIN_JOBS_IDLE;
-	} else
-		*state = TWIN_JOBS_BUSY;
-	rec_free(&r);
-	return rc;
 }
