@@ -188,9 +188,10 @@ int plg_options_parse(plg_options *o, struct mosquitto_opt *opts, int count)
 {
 	memset(o, 0, sizeof(*o));
 	o->catchup = 1;
-	o->changes_max_count = 1000000;
-	o->changes_max_age = 7 * 86400;
+	o->changes_max_count = 100000;
+	o->changes_max_age = 86400;
 	twin_store_options_default(&o->store);
+	o->store.drain_changes = 1; /* the event stream (events.c) */
 	for (int i = 0; i < count; i++) {
 		const char *key = opts[i].key, *value = opts[i].value ? opts[i].value : "";
 		int known, rc;

@@ -113,6 +113,7 @@ twin_err twin_store_open(const twin_store_options *o, twin_store **out, twin_err
 	s->clock = o->clock ? o->clock : system_clock;
 	s->clock_ctx = o->clock_ctx;
 	s->jobs_hint = 1; /* look once */
+	s->drain_changes = o->drain_changes;
 	rc = mdb_env_create(&s->env);
 	if (rc == 0)
 		rc = mdb_env_set_maxdbs(s->env, DB_MAX_TABLES);

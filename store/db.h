@@ -63,6 +63,7 @@ struct twin_store {
 	int readers;             /* query runs holding a snapshot (query_run.c) */
 	changes_state chg;       /* the change log (changes.c) */
 	int jobs_hint;           /* a job may be waiting or running (jobs.c) */
+	int drain_changes;       /* twin_store_options.drain_changes */
 	twin_clock_fn clock;
 	void *clock_ctx;
 	char *path;

@@ -60,9 +60,11 @@
 #define ID_FMT      "dev-%07lu"
 #define ID_MAX      32
 #define DOC_MAX     1024
-#define TABLE_COUNT 3
+#define TABLE_COUNT 4
 
-static const char *const table_names[TABLE_COUNT] = {"devices", "twins", "policies"};
+/* "changes" is the change log: three entries per loaded device (create,
+ * update, reported patch), kept until the broker's retention trims them. */
+static const char *const table_names[TABLE_COUNT] = {"devices", "twins", "policies", "changes"};
 
 typedef struct bench_args {
 	const char *db, *json, *query;

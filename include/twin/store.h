@@ -37,6 +37,9 @@ typedef struct twin_store_options {
 	twin_limits limits;  /* validation limits for every write */
 	twin_clock_fn clock; /* NULL: the system's real-time clock */
 	void *clock_ctx;
+	int drain_changes; /* the caller drains committed change log entries
+	                      (twin_changes_drain) to publish them; 0: they
+	                      are only written to the log (tools, tests) */
 } twin_store_options;
 
 /* Defaults: no path, TWIN_DEFAULT_MAP_SIZE, IoT Hub limits, system clock. */

@@ -617,6 +617,39 @@ static void test_changes_drain_after_abort_gives_nothing(void **state)
 	assert_drain("2 deviceConnected d1");
 }
 
+static void count_calls(void *arg, const twin_change *c)
+{
+	(void)c;
+	(*(int *)arg)++;
+}
+
+/* A store opened without drain_changes (a tool) writes the log but keeps
+ * nothing in memory for publishing. */
+static void test_changes_store_without_drain_keeps_only_the_log(void **state)
+{
+	twin_store_options o;
+	twin_store *s;
+	twin_error err;
+	cJSON *page;
+	int calls = 0;
+
+	(void)state;
+	twin_store_options_default(&o);
+	o.path = db.dir;
+	twin_store_close(db.s); /* the same directory, opened as a tool would */
+	db.s = NULL;
+	assert_int_equal(twin_store_open(&o, &s, &err), TWIN_OK);
+	assert_int_equal(twin_device_create(s, "t1", NULL, NULL, &err), TWIN_OK);
+	assert_int_equal(twin_store_commit(s, &err), TWIN_OK);
+	twin_changes_drain(s, count_calls, &calls);
+	assert_int_equal(calls, 0);
+	assert_int_equal(twin_changes_read(s, 1, 10, NULL, 0, &page, &err), TWIN_OK);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(page, "items")), 1);
+	cJSON_Delete(page);
+	twin_store_close(s);
+	test_db_reopen(&db);
+}
+
 /* The drained entry is the entry replay returns: same fields, same texts. */
 static void compare_with_replay(void *arg, const twin_change *c)
 {
@@ -1250,6 +1283,7 @@ int main(void)
 	        T(test_changes_drain_gives_committed_entries_once_in_order),
 	        T(test_changes_drain_before_commit_gives_nothing),
 	        T(test_changes_drain_after_abort_gives_nothing),
+	        T(test_changes_store_without_drain_keeps_only_the_log),
 	        T(test_changes_drained_entry_is_the_replayed_entry),
 	        T(test_changes_replay_item_has_the_event_envelope),
 	        T(test_changes_reported_patch_body_is_the_patch_with_touched_metadata),

@@ -61,6 +61,7 @@ static void open_at(test_db *db, size_t map_size)
 	if (map_size)
 		o.map_size = map_size;
 	o.clock = test_clock;
+	o.drain_changes = 1; /* as the plugin: tests see what it would publish */
 	assert_int_equal(twin_store_open(&o, &db->s, &err), TWIN_OK);
 }
 
