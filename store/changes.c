@@ -4,9 +4,19 @@
  *
  * Table "changes": key = sequence number, 8 bytes big-endian (so LMDB's
  * byte order is numeric order and appends go to the right edge of the
- * tree); value = a 14-byte header (format 1, op, id length, actor length,
- * ticks) followed by the device id, the actor JSON and the body JSON. The
- * header lets replay filter by device and op without parsing JSON.
+ * tree); value = a 15-byte header (format 1, op, id length, actor length,
+ * ticks, stamp length) followed by the device id, the actor JSON, the
+ * write's stamp and the body JSON. The header lets replay filter by device
+ * and op without parsing JSON.
+ *
+ * Stamps: a write stamps every node it touches with one timestamp (and, in
+ * desired, one version), so a body is mostly copies of
+ * {"$lastUpdated":"2026-11-24T05:37:12.1234567Z"}. Stored, each copy is one
+ * byte: 0x01 for the quoted timestamp, 0x02 for that object, 0x03 for it
+ * with "$lastUpdatedVersion"; the timestamp and version are stored once.
+ * Raw bytes below 0x20 never occur in JSON text, so expanding them back is
+ * exact whatever the body holds. This halves a PATCH entry, which keeps it
+ * inside an LMDB page instead of an overflow page of its own.
  *
  * The next sequence number is one past the newest entry. When trimming
  * empties the table that would restart the count, so trimming also records
@@ -26,7 +36,8 @@
 #include "twin/doc.h"
 #include "twin/twin.h"
 
-#define HDR_LEN       14
+#define HDR_LEN       15
+#define STAMP_MAX     40
 #define FLOOR_KEY     "changes.floor"
 #define DEFAULT_ACTOR "{\"type\":\"broker\"}"
 
@@ -213,12 +224,66 @@ uint64_t twin_changes_next(const twin_store *s)
 	return s->chg.next;
 }
 
+void changes_stamp(twin_store *s, const char *when, int64_t version)
+{
+	snprintf(s->chg.stamp, sizeof(s->chg.stamp), "%s", when ? when : "");
+	s->chg.stamp_version = version;
+}
+
+/* The three texts a stamp stands for (index = token - 1). */
+typedef struct stamp_texts {
+	char text[3][STAMP_MAX + 96];
+	size_t len[3];
+} stamp_texts;
+
+static void stamp_texts_make(stamp_texts *t, const char *stamp, size_t n, int64_t version)
+{
+	int k;
+
+	k = snprintf(t->text[0], sizeof(t->text[0]), "\"%.*s\"", (int)n, stamp);
+	t->len[0] = (size_t)k;
+	k = snprintf(t->text[1], sizeof(t->text[1]), "{\"$lastUpdated\":\"%.*s\"}", (int)n, stamp);
+	t->len[1] = (size_t)k;
+	k = snprintf(t->text[2], sizeof(t->text[2]),
+	             "{\"$lastUpdated\":\"%.*s\",\"$lastUpdatedVersion\":%" PRId64 "}", (int)n,
+	             stamp, version);
+	t->len[2] = version > 0 ? (size_t)k : 0; /* 0: never matched */
+}
+
+/* body[0..len) into out with the stamp's texts replaced by their tokens. */
+static int put_packed(twin_buf *out, const char *body, size_t len, const stamp_texts *t)
+{
+	size_t from = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		if (body[i] != '{' && body[i] != '"')
+			continue;
+		for (int k = 2; k >= 0; k--) {
+			unsigned char token = (unsigned char)(k + 1);
+
+			if (t->len[k] == 0 || len - i < t->len[k] ||
+			    memcmp(body + i, t->text[k], t->len[k]) != 0)
+				continue;
+			if (!twin_buf_put(out, body + from, i - from) ||
+			    !twin_buf_put(out, &token, 1))
+				return 0;
+			i += t->len[k] - 1;
+			from = i + 1;
+			break;
+		}
+	}
+	return twin_buf_put(out, body + from, len - from);
+}
+
 /* The entry value for body (with its sequence number in front) into out. */
 static int encode(twin_buf *out, uint64_t seq, twin_op op, int64_t ticks, const char *device_id,
-                  const char *actor, size_t actor_len, const char *body, size_t len)
+                  const char *actor, size_t actor_len, const char *body, size_t len,
+                  const char *stamp, int64_t stamp_version)
 {
 	unsigned char hdr[HDR_LEN];
 	uint16_t idlen = (uint16_t)strlen(device_id), alen = (uint16_t)actor_len;
+	size_t slen = body ? strlen(stamp) : 0;
+	stamp_texts t;
 	char num[128];
 	int n;
 
@@ -227,14 +292,25 @@ static int encode(twin_buf *out, uint64_t seq, twin_op op, int64_t ticks, const 
 	memcpy(hdr + 2, &idlen, 2);
 	memcpy(hdr + 4, &alen, 2);
 	memcpy(hdr + 6, &ticks, 8);
+	hdr[14] = (unsigned char)slen;
 	if (body == NULL)
 		n = snprintf(num, sizeof(num), "{\"sequenceNumber\":\"%064" PRIX64 "\"}", seq);
 	else
 		n = snprintf(num, sizeof(num), "{\"sequenceNumber\":%" PRIu64 "%s", seq,
 		             len > 2 ? "," : "");
-	return twin_buf_put(out, hdr, HDR_LEN) && twin_buf_put(out, device_id, idlen) &&
-	       twin_buf_put(out, actor, actor_len) && twin_buf_put(out, num, (size_t)n) &&
-	       (body == NULL || twin_buf_put(out, body + 1, len - 1));
+	if (!twin_buf_put(out, hdr, HDR_LEN) || !twin_buf_put(out, device_id, idlen) ||
+	    !twin_buf_put(out, actor, actor_len) || !twin_buf_put(out, num, (size_t)n))
+		return 0;
+	if (body == NULL)
+		return 1;
+	if (slen == 0)
+		return twin_buf_put(out, body + 1, len - 1);
+	/* The stamp goes after the body's start, so the body stays at the end. */
+	stamp_texts_make(&t, stamp, slen, stamp_version);
+	out->len -= (size_t)n; /* re-put the number after the stamp */
+	return twin_buf_put(out, stamp, slen) &&
+	       twin_buf_put(out, &stamp_version, sizeof(stamp_version)) &&
+	       twin_buf_put(out, num, (size_t)n) && put_packed(out, body + 1, len - 1, &t);
 }
 
 twin_err changes_append(twin_store *s, twin_op op, const char *device_id, int by_device,
@@ -260,7 +336,7 @@ twin_err changes_append(twin_store *s, twin_op op, const char *device_id, int by
 	if (!twin_buf_put(&c->pending, &c->next, sizeof(c->next)) ||
 	    !twin_buf_put(&c->pending, &vlen, sizeof(vlen)) ||
 	    !encode(&c->pending, c->next, op, twin_store_now(s), device_id, actor, strlen(actor),
-	            body, len)) {
+	            body, len, c->stamp, c->stamp_version)) {
 		c->pending.len = start;
 		db_fail_batch(s);
 		return twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
@@ -275,19 +351,29 @@ twin_err changes_append(twin_store *s, twin_op op, const char *device_id, int by
 		return rc;
 	}
 	c->next++;
+	c->stamp[0] = '\0'; /* a stamp is for one entry */
 	return TWIN_OK;
 }
 
-/* Decode an entry value. 0 if it is malformed. */
-static int decode(uint64_t seq, const unsigned char *p, size_t n, twin_change *out, char *id)
+/* Decode an entry value; a packed body is expanded into buf (so out->body
+ * is valid until buf changes). 0 if the value is malformed or memory ran
+ * out. */
+static int decode(uint64_t seq, const unsigned char *p, size_t n, twin_change *out, char *id,
+                  twin_buf *buf)
 {
 	uint16_t idlen, alen;
+	size_t slen, at;
+	int64_t version;
+	stamp_texts t;
+	const char *body;
 
 	if (n < HDR_LEN || p[0] != 1 || !op_valid((twin_op)p[1]))
 		return 0;
 	memcpy(&idlen, p + 2, 2);
 	memcpy(&alen, p + 4, 2);
-	if (idlen > TWIN_DEVICE_ID_MAX || (size_t)HDR_LEN + idlen + alen > n)
+	slen = p[14];
+	at = (size_t)HDR_LEN + idlen + alen + (slen ? slen + sizeof(version) : 0);
+	if (idlen > TWIN_DEVICE_ID_MAX || slen > STAMP_MAX || at > n)
 		return 0;
 	out->seq = seq;
 	out->op = (twin_op)p[1];
@@ -297,8 +383,26 @@ static int decode(uint64_t seq, const unsigned char *p, size_t n, twin_change *o
 	out->device_id = id;
 	out->actor = (const char *)p + HDR_LEN + idlen;
 	out->actor_len = alen;
-	out->body = out->actor + alen;
-	out->body_len = n - HDR_LEN - idlen - alen;
+	out->body = (const char *)p + at;
+	out->body_len = n - at;
+	if (slen == 0)
+		return 1;
+	memcpy(&version, out->actor + alen + slen, sizeof(version));
+	stamp_texts_make(&t, out->actor + alen, slen, version);
+	buf->len = 0;
+	body = out->body;
+	for (size_t i = 0, from = 0; i <= out->body_len; i++) {
+		unsigned char c = i < out->body_len ? (unsigned char)body[i] : 0;
+
+		if (i < out->body_len && (c < 1 || c > 3))
+			continue;
+		if (!twin_buf_put(buf, body + from, i - from) ||
+		    (i < out->body_len && !twin_buf_put(buf, t.text[c - 1], t.len[c - 1])))
+			return 0;
+		from = i + 1;
+	}
+	out->body = buf->data ? buf->data : "";
+	out->body_len = buf->len;
 	return 1;
 }
 
@@ -316,7 +420,7 @@ void twin_changes_drain(twin_store *s, twin_change_fn fn, void *arg)
 		memcpy(&seq, r->data + off, sizeof(seq));
 		memcpy(&vlen, r->data + off + sizeof(seq), sizeof(vlen));
 		off += sizeof(seq) + sizeof(vlen);
-		if (decode(seq, (unsigned char *)r->data + off, vlen, &c, id))
+		if (decode(seq, (unsigned char *)r->data + off, vlen, &c, id, &s->chg.body))
 			fn(arg, &c);
 		off += vlen;
 	}
@@ -470,6 +574,7 @@ static cJSON *item_of(const twin_change *c)
 twin_err twin_changes_read(twin_store *s, uint64_t from, size_t limit, const char *device_id,
                            twin_op op, cJSON **out, twin_error *err)
 {
+	twin_buf expanded = {0};
 	char id[TWIN_DEVICE_ID_MAX + 1];
 	unsigned char key[8];
 	MDB_cursor *cur = NULL;
@@ -510,7 +615,7 @@ twin_err twin_changes_read(twin_store *s, uint64_t from, size_t limit, const cha
 
 		scanned++;
 		next = seq_of(&k) + 1;
-		if (!decode(seq_of(&k), v.mv_data, v.mv_size, &c, id) ||
+		if (!decode(seq_of(&k), v.mv_data, v.mv_size, &c, id, &expanded) ||
 		    (device_id != NULL && strcmp(device_id, c.device_id) != 0) ||
 		    (op != 0 && op != c.op))
 			continue;
@@ -528,6 +633,7 @@ twin_err twin_changes_read(twin_store *s, uint64_t from, size_t limit, const cha
 	}
 	if (cur != NULL)
 		mdb_cursor_close(cur);
+	cJSON_free(expanded.data);
 	db_read_end(s);
 	if (mrc == ENOMEM)
 		rc = twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");

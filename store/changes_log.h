@@ -23,6 +23,8 @@ typedef struct changes_state {
 	twin_buf ready;                /* entries committed, not yet drained */
 	twin_buf body;                 /* the body being built */
 	char actor[CHANGES_ACTOR_MAX]; /* JSON object text */
+	char stamp[41];                /* the next entry's write stamp, "" for none */
+	int64_t stamp_version;
 } changes_state;
 
 /* Store life cycle: open reads the next sequence number; begin, committed
@@ -32,6 +34,11 @@ void changes_free(twin_store *s);
 void changes_batch_begin(twin_store *s);
 void changes_committed(twin_store *s);
 void changes_aborted(twin_store *s);
+
+/* The stamp (twin_stamp.when, and the desired version or 0) the write
+ * about to append its entry put on the nodes it touched: the entry is
+ * stored packed against it (changes.c). Holds for the next entry only. */
+void changes_stamp(twin_store *s, const char *when, int64_t version);
 
 /* Append an entry to the batch. body is the §9 body (a JSON object) without
  * "sequenceNumber"; NULL for the connection ops, whose body is the

@@ -89,10 +89,12 @@ twin_err twin_patch_reported(twin_store *s, const char *device_id, const char *b
 	}
 	if (rc == TWIN_OK)
 		rc = rec_store_version(s, device_id, version, err);
-	if (rc == TWIN_OK)
+	if (rc == TWIN_OK) {
+		changes_stamp(s, st.when, 0); /* stored packed against the stamp */
 		rc = changes_append_update(
 		        s, device_id, 1, version, &(changes_section){0}, &(changes_section){0},
 		        &(changes_section){accepted, reported.meta, reported.version}, err);
+	}
 	if (rc == TWIN_OK && res != NULL) {
 		res->version = version;
 		res->reported_version = reported.version;
@@ -253,6 +255,8 @@ twin_err twin_update(twin_store *s, const char *device_id, const cJSON *patch, c
 	if (rc == TWIN_OK && desired_patch != NULL)
 		rc = twin_tombstones_record(s, device_id, old_desired, desired.data,
 		                            desired.version, err);
+	if (rc == TWIN_OK && desired_patch != NULL)
+		changes_stamp(s, st.when, desired.version);
 	if (rc == TWIN_OK)
 		rc = changes_append_update(s, device_id, 0, version,
 		                           &(changes_section){tags_patch ? tags_in : NULL, NULL, 0},
@@ -342,8 +346,10 @@ twin_err twin_replace(twin_store *s, const char *device_id, const cJSON *body, c
 	if (rc == TWIN_OK)
 		rc = twin_tombstones_record(s, device_id, desired.data, new_desired,
 		                            desired.version, err);
-	if (rc == TWIN_OK)
+	if (rc == TWIN_OK) {
+		changes_stamp(s, st.when, desired.version);
 		rc = changes_append_twin(s, TWIN_OP_REPLACE_TWIN, device_id, err);
+	}
 	cJSON_Delete(desired.data);
 	desired.data = new_desired;
 	new_desired = NULL;

@@ -729,6 +729,29 @@ static void test_changes_reported_patch_body_is_the_patch_with_touched_metadata(
 	               "\"$version\":3}}}");
 }
 
+/* Entries are stored packed against the write's stamp (store/changes.c);
+ * user data that looks like the stamp, or like its metadata objects, comes
+ * back byte for byte, in replay and in the drain. */
+static void test_changes_body_holding_the_stamp_text_comes_back_exactly(void **state)
+{
+	const char *want = "{\"sequenceNumber\":2,\"version\":3,\"properties\":{\"reported\":{"
+	                   "\"s\":\"" T0_TEXT "\",\"q\":\"x\\\"" T0_TEXT "\","
+	                   "\"o\":{\"lastUpdated\":\"" T0_TEXT "\"},"
+	                   "\"$metadata\":{\"$lastUpdated\":\"" T0_TEXT "\","
+	                   "\"s\":{\"$lastUpdated\":\"" T0_TEXT "\"},"
+	                   "\"q\":{\"$lastUpdated\":\"" T0_TEXT "\"},"
+	                   "\"o\":{\"$lastUpdated\":\"" T0_TEXT "\","
+	                   "\"lastUpdated\":{\"$lastUpdated\":\"" T0_TEXT "\"}}},"
+	                   "\"$version\":2}}}";
+
+	(void)state;
+	create_ok("d1");
+	patch_ok("d1", "{\"s\":\"" T0_TEXT "\",\"q\":\"x\\\"" T0_TEXT "\","
+	               "\"o\":{\"lastUpdated\":\"" T0_TEXT "\"}}");
+	commit_ok();
+	assert_body(2, want);
+}
+
 static void test_changes_backend_update_body_has_the_written_sections_only(void **state)
 {
 	(void)state;
@@ -1287,6 +1310,7 @@ int main(void)
 	        T(test_changes_drained_entry_is_the_replayed_entry),
 	        T(test_changes_replay_item_has_the_event_envelope),
 	        T(test_changes_reported_patch_body_is_the_patch_with_touched_metadata),
+	        T(test_changes_body_holding_the_stamp_text_comes_back_exactly),
 	        T(test_changes_backend_update_body_has_the_written_sections_only),
 	        T(test_changes_create_body_is_the_new_twin),
 	        T(test_changes_replace_body_is_the_twin_after_the_replace),
