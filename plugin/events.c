@@ -50,7 +50,7 @@ static int add_prop(mosquitto_property **props, const char *name, const char *va
 static mosquitto_property *event_props(const plg_ctx *ctx, const twin_change *c)
 {
 	mosquitto_property *props = NULL;
-	char when[TWIN_TIMESTAMP_MAX], seq[24], actor[512];
+	char when[TWIN_TIMESTAMP_MAX], seq[24], actor[1100]; /* CHANGES_ACTOR_MAX fits */
 	int ok;
 
 	twin_timestamp_format(c->ticks, when);
