@@ -42,6 +42,8 @@ typedef struct plg_conn {
 	int64_t queued;                         /* highest desired version queued, not yet handed */
 	int64_t activity;                       /* last device activity (ticks) */
 	int64_t activity_saved;                 /* last lastActivityTime written to the store */
+	double tokens;                          /* requests the rate limit still allows now */
+	int64_t tokens_at;                      /* when tokens was last topped up (ticks) */
 	struct plg_conn *next_by_client, *next_by_device;
 	struct plg_conn *next_expired; /* scratch list link of a table walk */
 } plg_conn;

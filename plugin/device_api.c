@@ -76,6 +76,32 @@ static int other_message(plg_ctx *ctx, plg_conn *c, struct mosquitto_evt_message
 	return MOSQ_ERR_SUCCESS;
 }
 
+/* plugin_opt_device_rate_limit: a token bucket per connection, holding up
+ * to device_rate_burst requests (default: one second's worth) and refilled
+ * at device_rate_limit per second. Non-zero when c's request must be
+ * refused with 429 (PROTOCOL.md §2.4); the request is then not executed. */
+static int throttled(plg_ctx *ctx, plg_conn *c)
+{
+	double rate = (double)ctx->opts.device_rate;
+	double burst = ctx->opts.device_burst ? (double)ctx->opts.device_burst : rate;
+	int64_t now;
+
+	if (rate == 0)
+		return 0;
+	now = twin_store_now(ctx->store);
+	if (c->tokens_at == 0)
+		c->tokens = burst; /* a new connection starts with a full bucket */
+	else
+		c->tokens += (double)(now - c->tokens_at) * rate / 1e7;
+	if (c->tokens > burst)
+		c->tokens = burst;
+	c->tokens_at = now;
+	if (c->tokens < 1)
+		return 1;
+	c->tokens -= 1;
+	return 0;
+}
+
 int plg_on_message(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_message *ed = event_data;
@@ -98,15 +124,29 @@ int plg_on_message(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_PROTOCOL;
 	consume(ed);
 	plg_activity(ctx, c);
-	if (t.rid == NULL) {
-		/* Not executed (project decision); answered only for known operations. */
+	if (t.rid == NULL || t.rid_len > PLG_RID_MAX) {
+		/* Not executed (project decision); answered only for known
+		 * operations, with an empty $rid. A longer $rid could not even
+		 * be echoed: the reply topic would pass MQTT's 65,535 bytes. */
 		if (t.kind != PLG_TOPIC_TWIN_UNKNOWN) {
-			twin_error_set(&err, TWIN_E_INVALID, "The topic has no $rid parameter.");
+			if (t.rid == NULL)
+				twin_error_set(&err, TWIN_E_INVALID,
+				               "The topic has no $rid parameter.");
+			else
+				twin_error_set(
+				        &err, TWIN_E_INVALID,
+				        "The $rid is %zu bytes long; at most %d are accepted.",
+				        t.rid_len, PLG_RID_MAX);
 			plg_reply_error(ctx, c, NULL, 0, &err);
 		}
 		return MOSQ_ERR_SUCCESS;
 	}
-	if (t.kind == PLG_TOPIC_TWIN_GET)
+	if (throttled(ctx, c)) {
+		twin_error_set(&err, TWIN_E_THROTTLED,
+		               "Rate limit of %llu requests per second exceeded; retry later.",
+		               ctx->opts.device_rate);
+		plg_reply_error(ctx, c, t.rid, t.rid_len, &err);
+	} else if (t.kind == PLG_TOPIC_TWIN_GET)
 		handle_get(ctx, c, &t);
 	else if (t.kind == PLG_TOPIC_TWIN_PATCH)
 		handle_patch(ctx, c, &t, ed->payload, ed->payloadlen);

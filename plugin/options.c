@@ -73,6 +73,10 @@ static int parse_numeric(plg_options *o, const char *key, const char *value, int
 	} else if (strcmp(key, "max_desired_bytes") == 0) {
 		rc = parse_size(key, value, 1 << 24, &v);
 		l->desired_max = (size_t)v;
+	} else if (strcmp(key, "device_rate_limit") == 0) {
+		rc = parse_size(key, value, 1000000, &o->device_rate);
+	} else if (strcmp(key, "device_rate_burst") == 0) {
+		rc = parse_size(key, value, 1000000, &o->device_burst);
 	} else if (strcmp(key, "changes_max_count") == 0) {
 		rc = parse_size(key, value, 1ull << 40, &o->changes_max_count);
 	} else if (strcmp(key, "changes_max_age") == 0) {

@@ -23,6 +23,10 @@
 
 #define PLG_DEFAULT_DB_PATH "/var/lib/mosquitto/twin"
 
+/* Longest $rid a request may carry (project decision; the SDKs send a
+ * number or a UUID). */
+#define PLG_RID_MAX 1024
+
 /* lastActivityTime is written at most this often per device (§4). */
 #define PLG_ACTIVITY_SAVE_TICKS (60LL * 10000000)
 
@@ -44,6 +48,8 @@ typedef struct plg_options {
 	size_t npolicies;
 	unsigned long long changes_max_count; /* plugin_opt_changes_max_count */
 	unsigned long long changes_max_age;   /* plugin_opt_changes_max_age, seconds */
+	unsigned long long device_rate;       /* plugin_opt_device_rate_limit, requests/s; 0 off */
+	unsigned long long device_burst;      /* plugin_opt_device_rate_burst, requests */
 	twin_store_options store;             /* map size and limits; store.path = db_path */
 } plg_options;
 

@@ -32,6 +32,7 @@ static const struct {
         [TWIN_E_NOMEM] = {500, 500001},
         [TWIN_E_STORAGE] = {500, 500001},
         [TWIN_E_UNAVAILABLE] = {503, 503001},
+        [TWIN_E_THROTTLED] = {429, 429001},
 };
 
 static int err_known(twin_err err)

@@ -26,6 +26,7 @@ typedef enum twin_err {
 	TWIN_E_NOMEM,        /* 500 500001: allocation failed */
 	TWIN_E_STORAGE,      /* 500 500001 ServerError: LMDB or disk failure */
 	TWIN_E_UNAVAILABLE,  /* 503 503001 ServiceUnavailable: store closed */
+	TWIN_E_THROTTLED,    /* 429 429001 ThrottlingException: a configured rate limit */
 } twin_err;
 
 #define TWIN_ERROR_MESSAGE_MAX 256
@@ -37,7 +38,8 @@ typedef struct twin_error {
 	char message[TWIN_ERROR_MESSAGE_MAX];
 } twin_error;
 
-/* HTTP-style status for err: 200 for TWIN_OK, 400, 401, 403, 404, 409, 412, 413, 500, 503. */
+/* HTTP-style status for err: 200 for TWIN_OK, 400, 401, 403, 404, 409, 412, 413, 429, 500,
+ * 503. */
 int twin_err_status(twin_err err);
 
 /* IoT Hub errorCode for err (status * 1000 + detail), 0 for TWIN_OK. */

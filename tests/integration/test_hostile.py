@@ -1,0 +1,178 @@
+"""Hostile and careless clients: request floods (the optional per-device rate
+limit, PROTOCOL.md §2.4 429), oversize payloads and $rid values, topics at
+MQTT's length limit, readers that never read, connect/disconnect loops."""
+
+import json
+import socket
+import struct
+import time
+
+import pytest
+
+from test_events import changes
+from twin_clients import Backend, Client, Device
+
+GET = "$iothub/twin/GET/?$rid="
+
+
+def flood(dev, n, topic=GET, body=""):
+    """Publish n requests without waiting, then collect n replies."""
+    for i in range(n):
+        dev.client.publish(f"{topic}{i}", body, qos=0)
+    return [dev.next("$iothub/twin/res/", 10) for _ in range(n)]
+
+
+def status_of(topic):
+    return int(topic.split("/")[3])
+
+
+def test_rate_limit_answers_429_beyond_the_configured_rate(start_broker):
+    broker = start_broker(options={"device_rate_limit": 5, "device_rate_burst": 5})
+    dev = Device(broker.port, "flood")
+    replies = flood(dev, 20)
+    ok = [r for r in replies if status_of(r[0]) == 200]
+    limited = [r for r in replies if status_of(r[0]) == 429]
+    # The burst of 5, plus what refilled while the 20 arrived.
+    assert 5 <= len(ok) <= 7 and len(ok) + len(limited) == 20, [r[0] for r in replies]
+    body = json.loads(limited[0][1])
+    assert body["errorCode"] == 429001 and "Rate limit of 5" in body["message"]
+    # A refused PATCH is not executed.
+    time.sleep(1.1)
+    before = dev.get()["reported"]["$version"]
+    replies = flood(dev, 10, "$iothub/twin/PATCH/properties/reported/?$rid=", '{"n":1}')
+    applied = sum(1 for r in replies if status_of(r[0]) == 204)
+    assert 0 < applied < 10
+    time.sleep(1.1)
+    assert dev.get()["reported"]["$version"] == before + applied
+    dev.close()
+
+
+def test_rate_limit_is_off_by_default(broker):
+    dev = Device(broker.port, "flood")
+    assert all(status_of(r[0]) == 200 for r in flood(dev, 200))
+    dev.close()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "fast", "1000001"])
+def test_bad_rate_limit_option_stops_the_broker(start_broker, value):
+    broker = start_broker(options={"device_rate_limit": value}, wait=False)
+    assert broker.wait_exit(10) is not None
+    assert "plugin_opt_device_rate_limit" in broker.log()
+
+
+def test_payload_of_256_kb_is_refused_and_changes_nothing(broker):
+    dev = Device(broker.port, "big")
+    before = dev.get()
+    patch = {f"k{i}": "x" * 4000 for i in range(64)}  # 256 KB of valid JSON
+    topic, body = dev.patch(patch)
+    assert topic.startswith("$iothub/twin/res/403/"), topic
+    assert json.loads(body)["errorCode"] == 403100
+    topic, body = dev.patch({"s": "x" * 300000})  # one string over its limit
+    assert topic.startswith("$iothub/twin/res/400/"), topic
+    assert dev.get() == before
+    dev.close()
+
+
+def test_rid_of_64_kb_gets_400_with_an_empty_rid_and_is_not_executed(broker):
+    dev = Device(broker.port, "rid")
+    before = dev.get()
+    rid = "7" * 65000
+    dev.client.publish(f"$iothub/twin/PATCH/properties/reported/?$rid={rid}", '{"a":1}', qos=1)
+    topic, body, _, _ = dev.next("$iothub/twin/res/")
+    assert topic == "$iothub/twin/res/400/?$rid=", topic[:80]
+    assert "at most 1024" in json.loads(body)["message"]
+    assert dev.get() == before
+    ok = "9" * 1024
+    dev.client.publish(f"{GET}{ok}", "", qos=1)
+    topic, _, _, _ = dev.next("$iothub/twin/res/")
+    assert topic == f"$iothub/twin/res/200/?$rid={ok}"
+    dev.close()
+
+
+def test_topics_at_the_mqtt_length_limit_are_handled(broker):
+    dev = Device(broker.port, "long")
+    # The longest topic name MQTT allows: a $rid far over the limit.
+    topic = GET + "1" * (65535 - len(GET))
+    assert len(topic.encode()) == 65535
+    dev.client.publish(topic, "", qos=1)
+    t, body, _, _ = dev.next("$iothub/twin/res/")
+    assert t == "$iothub/twin/res/400/?$rid="
+    # Telemetry on the device's own topic at the limit passes through.
+    events = f"devices/long/messages/events/{'a' * (65535 - len('devices/long/messages/events/'))}"
+    be = Client(broker.port, "tele/reader")  # not a device id: a back end
+    be.subscribe("devices/long/messages/events/#")
+    dev.client.publish(events, "hi", qos=1).wait_for_publish()
+    assert be.next("devices/long/")[1] == "hi"
+    assert dev.get()["reported"]["$version"] == 1
+    be.close()
+    dev.close()
+
+
+def broker_rss_kb(broker):
+    with open(f"/proc/{broker.process.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def mqtt_packet(kind, body):
+    n, length = len(body), b""
+    while True:
+        b, n = n % 128, n // 128
+        length += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return bytes([kind]) + length + body
+
+
+def mqtt_str(s):
+    b = s.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: the broker's RSS grows by about 20 KB per GET reply of this twin and "
+    "keeps it (measured 110 -> 408 MB over 20,000 GETs, with or without a reader); "
+    "Mosquitto's own heap counter stays at 35 KB and valgrind finds no leak",
+)
+def test_a_reader_that_never_reads_is_bounded_by_the_broker_queue(start_broker):
+    """A device asks for its 24 KB twin 5,000 times and never reads a reply:
+    with Mosquitto's max_queued_messages the broker keeps at most that many,
+    instead of 120 MB of replies."""
+    broker = start_broker(config=["max_queued_messages 100"])
+    be = Backend(broker.port, "hostile/admin")
+    be.command(command="createDevice", deviceId="deaf", twin={"tags": {f"t{i}": "x" * 2000 for i in range(3)},
+               "properties": {"desired": {f"d{i}": "y" * 3000 for i in range(7)}}})
+    start_rss = broker_rss_kb(broker)
+    s = socket.create_connection(("127.0.0.1", broker.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(mqtt_packet(0x10, mqtt_str("MQTT") + bytes([4, 2]) + struct.pack("!H", 60) + mqtt_str("deaf")))
+    s.sendall(mqtt_packet(0x82, struct.pack("!H", 1) + mqtt_str("$iothub/twin/res/#") + bytes([1])))
+    req = b"".join(mqtt_packet(0x30, mqtt_str(f"{GET}{i}")) for i in range(5000))
+    s.settimeout(30)
+    s.sendall(req)
+    time.sleep(2)
+    grown_mb = (broker_rss_kb(broker) - start_rss) / 1024
+    # Other clients are still served.
+    dev = Device(broker.port, "other")
+    assert dev.get()["reported"]["$version"] == 1
+    dev.close()
+    s.close()
+    assert grown_mb < 40, f"broker grew {grown_mb:.0f} MB"
+    be.close()
+
+
+def test_connect_disconnect_loop_leaves_the_broker_serving_and_the_log_exact(broker):
+    be = Backend(broker.port, "hostile/admin")
+    be.command(command="createDevice", deviceId="loop")
+    first = changes(be)[-1]["sequenceNumber"] + 1
+    for _ in range(200):
+        c = Client(broker.port, "loop")
+        c.close()
+    dev = Device(broker.port, "other")
+    assert dev.get()["desired"]["$version"] == 1
+    dev.close()
+    ops = [i["opType"] for i in changes(be, first, deviceId="loop")]
+    assert ops == ["deviceConnected", "deviceDisconnected"] * 200
+    be.close()
