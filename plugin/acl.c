@@ -86,6 +86,11 @@ static int device_devices_acl(plg_ctx *ctx, plg_conn *c, int access, const char 
 
 	switch (access) {
 	case MOSQ_ACL_SUBSCRIBE:
+		/* An id with '+' or '#' would be a wildcard in the filter, matching
+		 * other devices' topics (PROTOCOL.md §7: such ids cannot use
+		 * devices/{id}/ topics). */
+		if (strpbrk(c->device_id, "+#") != NULL)
+			return MOSQ_ERR_ACL_DENIED;
 		return t == PLG_DEVTOPIC_C2D_FILTER ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 	case MOSQ_ACL_WRITE:
 		return t == PLG_DEVTOPIC_EVENTS || plg_conn_is_live(&ctx->conns, c)

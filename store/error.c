@@ -50,6 +50,35 @@ int twin_err_code(twin_err err)
 	return err_known(err) ? err_table[err].code : 500001;
 }
 
+/* Messages end up in JSON error bodies, which must be valid UTF-8, but a
+ * "%.64s" of a key or the cut at TWIN_ERROR_MESSAGE_MAX can split a
+ * character: drop the bytes of any split (or otherwise broken) sequence. */
+static void keep_whole_characters(char *m)
+{
+	size_t out = 0;
+
+	for (size_t i = 0; m[i] != '\0';) {
+		unsigned char c = (unsigned char)m[i];
+		size_t n = c < 0x80             ? 1
+		           : (c & 0xE0) == 0xC0 ? 2
+		           : (c & 0xF0) == 0xE0 ? 3
+		           : (c & 0xF8) == 0xF0 ? 4
+		                                : 0;
+		size_t k = 1;
+
+		while (n > 1 && k < n && ((unsigned char)m[i + k] & 0xC0) == 0x80)
+			k++;
+		if (n == 0 || k < n || !twin_utf8_valid(m + i, n)) {
+			i += n == 0 ? 1 : k; /* the broken sequence goes */
+			continue;
+		}
+		memmove(m + out, m + i, n);
+		out += n;
+		i += n;
+	}
+	m[out] = '\0';
+}
+
 twin_err twin_error_set(twin_error *e, twin_err err, const char *fmt, ...)
 {
 	va_list ap;
@@ -60,6 +89,7 @@ twin_err twin_error_set(twin_error *e, twin_err err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(e->message, sizeof(e->message), fmt, ap);
 	va_end(ap);
+	keep_whole_characters(e->message);
 	return err;
 }
 

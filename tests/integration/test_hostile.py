@@ -177,3 +177,19 @@ def test_connect_disconnect_loop_leaves_the_broker_serving_and_the_log_exact(bro
     ops = [i["opType"] for i in changes(be, first, deviceId="loop")]
     assert ops == ["deviceConnected", "deviceDisconnected"] * 200
     be.close()
+
+
+def test_device_id_with_wildcards_cannot_subscribe_to_c2d_of_others(broker):
+    """An id of '+' is a valid deviceId, but in a filter it matches every
+    device: such ids cannot use devices/{id}/ topics (PROTOCOL.md §7)."""
+    plus = Device(broker.port, "+")
+    assert plus.subscribe("devices/+/messages/devicebound/#") == (128,)
+    other = Device(broker.port, "victim")
+    assert other.subscribe("devices/victim/messages/devicebound/#") == (1,)
+    sender = Client(broker.port, "c2d/sender")
+    sender.publish("devices/victim/messages/devicebound/x", "for victim")
+    assert other.next("devices/victim/")[1] == "for victim"
+    plus.nothing("devices/", 0.3)
+    assert plus.get()["desired"]["$version"] == 1  # its twin still works
+    for c in (plus, other, sender):
+        c.close()

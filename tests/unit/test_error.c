@@ -7,6 +7,7 @@
 
 #include "test_support.h"
 #include "twin/error.h"
+#include "twin/json.h"
 
 static void test_error_status_and_code_table(void **state)
 {
@@ -25,6 +26,7 @@ static void test_error_status_and_code_table(void **state)
 	        {TWIN_E_UNAVAILABLE, 503, 503001},
 	        {TWIN_E_UNAUTHORIZED, 401, 401002},
 	        {TWIN_E_TOO_LARGE, 413, 413002},
+	        {TWIN_E_THROTTLED, 429, 429001},
 	};
 
 	(void)state;
@@ -55,6 +57,29 @@ static void test_error_set_formats_and_tolerates_null(void **state)
 	assert_int_equal(err.err, TWIN_E_INVALID);
 	assert_string_equal(err.message, "bad 'k' 7");
 	assert_int_equal(twin_error_set(NULL, TWIN_E_EXISTS, "x"), TWIN_E_EXISTS);
+}
+
+/* Messages go into JSON error bodies: a key quoted with "%.64s", or the cut
+ * at TWIN_ERROR_MESSAGE_MAX, must not leave half a character behind (found
+ * by tests/fuzz/fuzz_patch). */
+static void test_error_message_never_splits_a_utf8_character(void **state)
+{
+	char key[80], path[400];
+	twin_error e;
+
+	(void)state;
+	memset(key, 'a', 63);
+	strcpy(key + 63, "\xc3\xa9.");
+	twin_error_set(&e, TWIN_E_INVALID, "Invalid property name '%.64s'.", key);
+	assert_string_equal(e.message,
+	                    "Invalid property name '"
+	                    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'.");
+	for (size_t i = 0; i + 2 < sizeof(path); i += 2)
+		memcpy(path + i, "\xc3\xa9", 2);
+	path[sizeof(path) - 2] = '\0';
+	twin_error_set(&e, TWIN_E_INVALID, "xy%s", path); /* cut inside a character */
+	assert_true(twin_utf8_valid(e.message, strlen(e.message)));
+	assert_int_equal(strlen(e.message), TWIN_ERROR_MESSAGE_MAX - 2);
 }
 
 static void test_error_body_shape(void **state)
@@ -103,6 +128,7 @@ int main(void)
 	        cmocka_unit_test(test_error_status_and_code_table),
 	        cmocka_unit_test(test_error_code_starts_with_status),
 	        cmocka_unit_test(test_error_set_formats_and_tolerates_null),
+	        cmocka_unit_test(test_error_message_never_splits_a_utf8_character),
 	        cmocka_unit_test(test_error_body_shape),
 	        cmocka_unit_test(test_error_tracking_ids_are_unique),
 	};
