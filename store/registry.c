@@ -214,7 +214,7 @@ static twin_err identity_from_spec(twin_store *s, const char *device_id, const c
 	return rc;
 }
 
-static twin_err check_id(const char *device_id, twin_error *err)
+twin_err twin_device_id_check(const char *device_id, twin_error *err)
 {
 	if (!twin_device_id_valid(device_id))
 		return twin_error_set(err, TWIN_E_INVALID,
@@ -248,7 +248,7 @@ static twin_err store_identity(twin_store *s, const twin_identity *id, twin_erro
 
 twin_err twin_device_get(twin_store *s, const char *device_id, twin_identity *out, twin_error *err)
 {
-	twin_err rc = check_id(device_id, err);
+	twin_err rc = twin_device_id_check(device_id, err);
 
 	if (rc == TWIN_OK)
 		rc = db_read_begin(s, err);
@@ -264,7 +264,7 @@ twin_err twin_device_create(twin_store *s, const char *device_id, const cJSON *s
 {
 	twin_identity id, existing;
 	uint64_t gen;
-	twin_err rc = check_id(device_id, err);
+	twin_err rc = twin_device_id_check(device_id, err);
 
 	memset(&id, 0, sizeof(id));
 	snprintf(id.device_id, sizeof(id.device_id), "%s", device_id);
@@ -325,7 +325,7 @@ static twin_err load_for_update(twin_store *s, const char *device_id, const char
                                 twin_identity *id, twin_error *err)
 {
 	char etag[TWIN_ETAG_MAX];
-	twin_err rc = check_id(device_id, err);
+	twin_err rc = twin_device_id_check(device_id, err);
 
 	if (rc == TWIN_OK)
 		rc = db_write_begin(s, err);
@@ -386,7 +386,7 @@ twin_err twin_device_set_connected(twin_store *s, const char *device_id, int con
 {
 	twin_identity id;
 	int64_t now = twin_store_now(s);
-	twin_err rc = check_id(device_id, err);
+	twin_err rc = twin_device_id_check(device_id, err);
 
 	if (rc == TWIN_OK)
 		rc = db_write_begin(s, err);
@@ -415,7 +415,7 @@ twin_err twin_device_set_activity(twin_store *s, const char *device_id, int64_t 
                                   twin_error *err)
 {
 	twin_identity id;
-	twin_err rc = check_id(device_id, err);
+	twin_err rc = twin_device_id_check(device_id, err);
 
 	if (rc == TWIN_OK)
 		rc = db_write_begin(s, err);

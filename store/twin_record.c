@@ -33,10 +33,14 @@ void rec_section_free(rec_section *sec)
 	memset(sec, 0, sizeof(*sec));
 }
 
+/* The key of one record; 0 for an id too long to be one (the caller then
+ * refuses it: never copy past key). */
 static size_t twin_key(char key[KEY_MAX], const char *device_id, char kind)
 {
-	size_t n = strlen(device_id);
+	size_t n = strnlen(device_id, TWIN_DEVICE_ID_MAX + 1);
 
+	if (n > TWIN_DEVICE_ID_MAX)
+		return 0;
 	memcpy(key, device_id, n);
 	key[n] = '\0';
 	key[n + 1] = kind;
@@ -58,7 +62,9 @@ twin_err twin_record_get(twin_store *s, const char *device_id, char kind, MDB_va
                          twin_error *err)
 {
 	char key[KEY_MAX];
-	twin_err rc = db_get(s, DB_TWINS, key, twin_key(key, device_id, kind), v, err);
+	size_t n = twin_key(key, device_id, kind);
+	twin_err rc =
+	        n ? db_get(s, DB_TWINS, key, n, v, err) : twin_device_id_check(device_id, err);
 
 	return rc == TWIN_E_NOT_FOUND ? not_found(err, device_id) : rc;
 }
@@ -67,15 +73,18 @@ twin_err twin_record_put(twin_store *s, const char *device_id, char kind, const 
                          size_t len, twin_error *err)
 {
 	char key[KEY_MAX];
+	size_t n = twin_key(key, device_id, kind);
 
-	return db_put(s, DB_TWINS, key, twin_key(key, device_id, kind), val, len, err);
+	return n ? db_put(s, DB_TWINS, key, n, val, len, err)
+	         : twin_device_id_check(device_id, err);
 }
 
 twin_err twin_record_del(twin_store *s, const char *device_id, char kind, twin_error *err)
 {
 	char key[KEY_MAX];
+	size_t n = twin_key(key, device_id, kind);
 
-	return db_del(s, DB_TWINS, key, twin_key(key, device_id, kind), err);
+	return n ? db_del(s, DB_TWINS, key, n, err) : twin_device_id_check(device_id, err);
 }
 
 twin_err rec_load_version(twin_store *s, const char *device_id, int64_t *version, twin_error *err)
@@ -200,8 +209,6 @@ static void record_mark_data_end(twin_buf *b)
 
 static twin_err put_record(twin_store *s, const char *device_id, char kind, int ok, twin_error *err)
 {
-	char key[KEY_MAX];
-
 	/* Whatever was cached for this record is stale now. */
 	if (kind == TWIN_KIND_REPORTED)
 		rec_cache_forget(s, device_id);
@@ -209,8 +216,7 @@ static twin_err put_record(twin_store *s, const char *device_id, char kind, int 
 		db_fail_batch(s); /* an earlier record of this operation may be in */
 		return twin_error_set(err, TWIN_E_NOMEM, "Out of memory.");
 	}
-	return db_put(s, DB_TWINS, key, twin_key(key, device_id, kind), s->scratch.data,
-	              s->scratch.len, err);
+	return twin_record_put(s, device_id, kind, s->scratch.data, s->scratch.len, err);
 }
 
 static twin_err put_raw_section(twin_store *s, const char *device_id, char kind, int64_t version,
@@ -241,10 +247,7 @@ twin_err rec_store_section(twin_store *s, const char *device_id, char kind, cons
 
 twin_err rec_store_version(twin_store *s, const char *device_id, int64_t version, twin_error *err)
 {
-	char key[KEY_MAX];
-
-	return db_put(s, DB_TWINS, key, twin_key(key, device_id, TWIN_KIND_VERSION), &version,
-	              sizeof(version), err);
+	return twin_record_put(s, device_id, TWIN_KIND_VERSION, &version, sizeof(version), err);
 }
 
 twin_err twin_records_create(twin_store *s, const char *device_id, twin_error *err)
@@ -265,12 +268,11 @@ twin_err twin_records_delete(twin_store *s, const char *device_id, twin_error *e
 {
 	static const char kinds[] = {TWIN_KIND_DESIRED, TWIN_KIND_REPORTED, TWIN_KIND_SESSION,
 	                             TWIN_KIND_TAGS,    TWIN_KIND_VERSION,  TWIN_KIND_TOMBSTONES};
-	char key[KEY_MAX];
 	twin_err rc = TWIN_OK;
 
 	rec_cache_forget(s, device_id);
 	for (size_t i = 0; i < sizeof(kinds) && rc == TWIN_OK; i++)
-		rc = db_del(s, DB_TWINS, key, twin_key(key, device_id, kinds[i]), err);
+		rc = twin_record_del(s, device_id, kinds[i], err);
 	return rc;
 }
 

@@ -172,8 +172,10 @@ static twin_err load_for_write(twin_store *s, const char *device_id, const char 
                                int64_t *version, rec_section *tags, rec_section *desired,
                                rec_section *reported, twin_error *err)
 {
-	twin_err rc = db_write_begin(s, err);
+	twin_err rc = twin_device_id_check(device_id, err);
 
+	if (rc == TWIN_OK)
+		rc = db_write_begin(s, err);
 	if (rc == TWIN_OK)
 		rc = rec_load_version(s, device_id, version, err);
 	if (rc == TWIN_OK)

@@ -47,6 +47,10 @@ typedef struct twin_identity {
  * - : . + % _ # * ? ! ( ) , = @ ; $ ' */
 int twin_device_id_valid(const char *id);
 
+/* TWIN_OK, or TWIN_E_INVALID (400) with the message saying which ids are
+ * allowed. Every operation that takes a deviceId from outside checks it. */
+twin_err twin_device_id_check(const char *device_id, twin_error *err);
+
 /* "sas", "selfSigned", "certificateAuthority", "none". */
 const char *twin_auth_type_name(twin_auth_type t);
 

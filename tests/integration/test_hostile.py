@@ -193,3 +193,15 @@ def test_device_id_with_wildcards_cannot_subscribe_to_c2d_of_others(broker):
     assert plus.get()["desired"]["$version"] == 1  # its twin still works
     for c in (plus, other, sender):
         c.close()
+
+
+@pytest.mark.parametrize("command", ["updateTwin", "replaceTwin", "getTwin", "updateDevice", "deleteDevice", "createDevice"])
+@pytest.mark.parametrize("length", [129, 300, 5000])
+def test_device_ids_over_128_bytes_get_400_from_every_command(broker, command, length):
+    """Found by tests/fuzz/fuzz_request: updateTwin and replaceTwin copied the
+    id into a 130-byte key on the stack before checking it."""
+    be = Backend(broker.port, "hostile/admin")
+    r = be.command(command=command, deviceId="a" * length, twin={"tags": {"a": 1}}, device={"status": "enabled"})
+    assert (r["status"], r["error"]["code"]) == (400, 400004), r
+    assert be.command(command="listDevices")["data"]["devices"] == []
+    be.close()
