@@ -133,7 +133,8 @@ static twin_err list_devices(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_
 		return rc;
 	if (max != NULL) {
 		n = cJSON_IsNumber(max) ? max->valuedouble : 0;
-		if (n != (double)(long)n || n < 1 || n > TWIN_LIST_MAX)
+		/* The range first: casting a double beyond long is undefined. */
+		if (n < 1 || n > TWIN_LIST_MAX || n != (double)(long)n)
 			return twin_error_set(err, TWIN_E_INVALID,
 			                      "'maxCount' must be an integer from 1 to %d.",
 			                      TWIN_LIST_MAX);

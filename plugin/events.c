@@ -118,8 +118,9 @@ static twin_err int_arg(const cJSON *cmd, const char *name, double min, double m
 	*out = dflt;
 	if (v == NULL)
 		return TWIN_OK;
-	if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long long)v->valuedouble ||
-	    v->valuedouble < min || v->valuedouble > max)
+	/* The range first: casting a double beyond long long is undefined. */
+	if (!cJSON_IsNumber(v) || v->valuedouble < min || v->valuedouble > max ||
+	    v->valuedouble != (double)(long long)v->valuedouble)
 		return twin_error_set(err, TWIN_E_INVALID,
 		                      "'%s' must be an integer from %.0f to %.0f.", name, min, max);
 	*out = v->valuedouble;

@@ -255,8 +255,11 @@ twin_err plg_query_command(plg_ctx *ctx, const cJSON *cmd, cJSON **data, twin_er
 
 	if (!cJSON_IsString(text))
 		return twin_error_set(err, TWIN_E_INVALID, "'query' is missing or not a string.");
-	if (size != NULL && (!cJSON_IsNumber(size) || size->valuedouble < 1 ||
-	                     size->valuedouble != (double)(long long)size->valuedouble))
+	/* Sizes are clamped to TWIN_QUERY_PAGE_MAX; the bound also keeps the
+	 * cast defined (found by fuzz_request: "pageSize":2E49). */
+	if (size != NULL &&
+	    (!cJSON_IsNumber(size) || size->valuedouble < 1 || size->valuedouble > 1e15 ||
+	     size->valuedouble != (double)(long long)size->valuedouble))
 		return twin_error_set(err, TWIN_E_INVALID,
 		                      "'pageSize' must be a positive integer (at most %d are "
 		                      "returned).",

@@ -344,7 +344,7 @@ static twin_err rec_new(twin_store *s, const cJSON *spec, job_rec *r, twin_error
 		                      "2026-11-24T10:00:00Z.");
 	if (max != NULL) {
 		max_s = cJSON_IsNumber(max) ? max->valuedouble : 0;
-		if (max_s != (double)(long long)max_s || max_s < 1 || max_s > 2147483647)
+		if (max_s < 1 || max_s > 2147483647 || max_s != (double)(long long)max_s)
 			return twin_error_set(
 			        err, TWIN_E_INVALID,
 			        "'maxExecutionTimeInSeconds' must be an integer from 1 "

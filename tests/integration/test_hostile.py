@@ -205,3 +205,23 @@ def test_device_ids_over_128_bytes_get_400_from_every_command(broker, command, l
     assert (r["status"], r["error"]["code"]) == (400, 400004), r
     assert be.command(command="listDevices")["data"]["devices"] == []
     be.close()
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        {"command": "query", "query": "SELECT * FROM devices", "pageSize": 2e49},
+        {"command": "listDevices", "maxCount": 1e300},
+        {"command": "getChanges", "limit": -1e300},
+        {"command": "getChanges", "fromSequence": 1e300},
+        {"command": "createJob", "jobId": "j", "type": "scheduleUpdateTwin", "queryCondition": "tags.a = 1",
+         "updateTwin": {"tags": {"a": 2}}, "maxExecutionTimeInSeconds": 1e300},
+    ],
+)
+def test_numbers_beyond_any_integer_get_400(broker, cmd):
+    """Found by tests/fuzz/fuzz_request: "pageSize":2E49 was cast to long long
+    before its range was checked (undefined behaviour)."""
+    be = Backend(broker.port, "hostile/admin")
+    r = be.command(**cmd)
+    assert (r["status"], r["error"]["code"]) == (400, 400004), r
+    be.close()
