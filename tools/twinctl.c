@@ -314,6 +314,17 @@ int twinctl_call_once(const twinctl_conf *conf, cJSON *cmd, cJSON **data)
 	return rc;
 }
 
+int twinctl_call_and_print(const twinctl_conf *conf, cJSON *cmd)
+{
+	cJSON *data = NULL;
+	int rc = twinctl_call_once(conf, cmd, &data);
+
+	if (rc == TWINCTL_EXIT_OK)
+		twinctl_print(conf, data);
+	cJSON_Delete(data);
+	return rc;
+}
+
 int twinctl_dispatch(twinctl_conf *conf, const char *group, const char *help,
                      const twinctl_subcommand *subs, int argc, char **argv)
 {

@@ -141,6 +141,9 @@ void twinctl_session_close(twinctl_session *s);
  * consumed (deleted) whatever happens; *data as for twinctl_session_call. */
 int twinctl_call_once(const twinctl_conf *conf, cJSON *cmd, cJSON **data);
 
+/* twinctl_call_once, then print the response's data (twinctl_print). */
+int twinctl_call_and_print(const twinctl_conf *conf, cJSON *cmd);
+
 /* The credential flags of device create|update (twinctl_credentials.c);
  * the strings are argv's. */
 typedef struct twinctl_credentials {

@@ -93,18 +93,6 @@ static cJSON *command(const char *name, const char *job_id)
 	return cmd;
 }
 
-/* Run cmd on its own connection and print the response's data. */
-static int run_and_print(const twinctl_conf *conf, cJSON *cmd)
-{
-	cJSON *data = NULL;
-	int rc = twinctl_call_once(conf, cmd, &data);
-
-	if (rc == TWINCTL_EXIT_OK)
-		twinctl_print(conf, data);
-	cJSON_Delete(data);
-	return rc;
-}
-
 /* ---- create ---- */
 
 /* The createJob command for j: {"command":"createJob","jobId","type":
@@ -341,7 +329,7 @@ static int job_by_id(twinctl_conf *conf, int argc, char **argv, const char *name
 	const char *id = NULL;
 	int rc = parse(&a, argc, argv, none, help, 1, &id);
 
-	return rc == TWINCTL_EXIT_OK ? run_and_print(conf, command(name, id)) : rc;
+	return rc == TWINCTL_EXIT_OK ? twinctl_call_and_print(conf, command(name, id)) : rc;
 }
 
 static int job_show(twinctl_conf *conf, int argc, char **argv)
@@ -360,7 +348,7 @@ static int job_list(twinctl_conf *conf, int argc, char **argv)
 	job_args a = {.conf = conf};
 	int rc = parse(&a, argc, argv, none, list_help, 0, NULL);
 
-	return rc == TWINCTL_EXIT_OK ? run_and_print(conf, command("listJobs", NULL)) : rc;
+	return rc == TWINCTL_EXIT_OK ? twinctl_call_and_print(conf, command("listJobs", NULL)) : rc;
 }
 
 /* ---- the group ---- */

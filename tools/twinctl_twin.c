@@ -104,18 +104,6 @@ static int write_command(const twin_args *a, const char *name, const char *id, i
 	return TWINCTL_EXIT_OK;
 }
 
-/* Run cmd and print the twin. */
-static int run_and_print(const twinctl_conf *conf, cJSON *cmd)
-{
-	cJSON *data = NULL;
-	int rc = twinctl_call_once(conf, cmd, &data);
-
-	if (rc == TWINCTL_EXIT_OK)
-		twinctl_print(conf, data);
-	cJSON_Delete(data);
-	return rc;
-}
-
 static const char show_help[] = "usage: twinctl twin show DEVICE_ID\n"
                                 "\n"
                                 "Print a device twin (getTwin).\n" CONNECTION_HELP;
@@ -133,7 +121,7 @@ static int twin_show(twinctl_conf *conf, int argc, char **argv)
 	cmd = cJSON_CreateObject();
 	cJSON_AddStringToObject(cmd, "command", "getTwin");
 	cJSON_AddStringToObject(cmd, "deviceId", id);
-	return run_and_print(conf, cmd);
+	return twinctl_call_and_print(conf, cmd);
 }
 
 static const char update_help[] =
@@ -194,7 +182,7 @@ static int twin_update(twinctl_conf *conf, int argc, char **argv)
 		return update_fleet(&a);
 	if (rc == TWINCTL_EXIT_OK)
 		rc = write_command(&a, "updateTwin", id, 0, &cmd);
-	return rc == TWINCTL_EXIT_OK ? run_and_print(conf, cmd) : rc;
+	return rc == TWINCTL_EXIT_OK ? twinctl_call_and_print(conf, cmd) : rc;
 }
 
 static const char replace_help[] =
@@ -218,7 +206,7 @@ static int twin_replace(twinctl_conf *conf, int argc, char **argv)
 
 	if (rc == TWINCTL_EXIT_OK)
 		rc = write_command(&a, "replaceTwin", id, 1, &cmd);
-	return rc == TWINCTL_EXIT_OK ? run_and_print(conf, cmd) : rc;
+	return rc == TWINCTL_EXIT_OK ? twinctl_call_and_print(conf, cmd) : rc;
 }
 
 static const char twin_help[] =

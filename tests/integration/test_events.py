@@ -39,6 +39,23 @@ def seq_of(body):
     return int(s, 16) if isinstance(s, str) else s
 
 
+def start_writer(broker, ids, stop):
+    """A thread of back-end updates over ids, as fast as they are answered,
+    until stop is set."""
+
+    def write():
+        w = Backend(broker.port, "events/writer")
+        n = 0
+        while not stop.is_set():
+            w.command(command="updateTwin", deviceId=ids[n % len(ids)], twin={"tags": {"n": n}})
+            n += 1
+        w.close()
+
+    t = threading.Thread(target=write)
+    t.start()
+    return t
+
+
 class Subscriber(Client):
     """A back end on the event stream; events() gives (topic, body) pairs."""
 
@@ -180,17 +197,7 @@ def test_stream_and_replay_together_see_every_change_exactly_once(broker):
     for i in range(20):
         be.command(command="createDevice", deviceId=f"s{i}")
     stop = threading.Event()
-
-    def writer():
-        w = Backend(broker.port, "events/writer")
-        n = 0
-        while not stop.is_set():
-            w.command(command="updateTwin", deviceId=f"s{n % 20}", twin={"tags": {"n": n}})
-            n += 1
-        w.close()
-
-    t = threading.Thread(target=writer)
-    t.start()
+    t = start_writer(broker, [f"s{i}" for i in range(20)], stop)
     time.sleep(0.3)
     sub = Subscriber(broker.port)  # subscribed (SUBACK) before the replay
     seen = {i["sequenceNumber"] for i in changes(be)}
@@ -354,17 +361,7 @@ def test_twinctl_events_follow_switches_from_replay_to_live_without_gap_or_dupli
     for i in range(10):
         be.command(command="createDevice", deviceId=f"f{i}")
     stop = threading.Event()
-
-    def writer():
-        w = Backend(broker.port, "events/writer")
-        n = 0
-        while not stop.is_set():
-            w.command(command="updateTwin", deviceId=f"f{n % 10}", twin={"tags": {"n": n}})
-            n += 1
-        w.close()
-
-    t = threading.Thread(target=writer)
-    t.start()
+    t = start_writer(broker, [f"f{i}" for i in range(10)], stop)
     time.sleep(0.5)
     # A file, not a pipe: a pipe nobody reads would stall twinctl, and a
     # stalled subscriber loses messages to the broker's queue limit.
