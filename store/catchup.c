@@ -125,30 +125,40 @@ static int collect_removed(const cJSON *old, const cJSON *new, const char *prefi
 	return 1;
 }
 
+/* The member of obj named name[0..n), or NULL. */
+static const cJSON *member(const cJSON *obj, const char *name, size_t n)
+{
+	for (const cJSON *c = obj->child; c != NULL; c = c->next)
+		if (c->string != NULL && strncmp(c->string, name, n) == 0 && c->string[n] == '\0')
+			return c;
+	return NULL;
+}
+
 /* The node at a dotted path of data, or NULL. *parent_is_object tells
- * whether the path's direct parent exists as an object. */
+ * whether the path's direct parent exists as an object. Allocates nothing:
+ * a missing key must never be the result of memory running out (a catch-up
+ * would then leave out a removal). */
 static const cJSON *path_find(const cJSON *data, const char *path, int *parent_is_object)
 {
-	char *copy = strdup(path), *save = NULL, *seg, *next;
 	const cJSON *node = data;
+	const char *seg = path;
 
 	*parent_is_object = 0;
-	if (copy == NULL)
-		return NULL;
-	for (seg = strtok_r(copy, ".", &save); seg != NULL; seg = next) {
-		next = strtok_r(NULL, ".", &save);
-		if (!cJSON_IsObject(node)) {
-			node = NULL;
-			break;
-		}
-		node = cJSON_GetObjectItemCaseSensitive(node, seg);
-		if (next == NULL)
+	for (;;) {
+		const char *dot = strchr(seg, '.');
+		size_t n = dot ? (size_t)(dot - seg) : strlen(seg);
+
+		if (!cJSON_IsObject(node))
+			return NULL;
+		node = member(node, seg, n);
+		if (dot == NULL) {
 			*parent_is_object = 1;
-		else if (node == NULL)
-			break;
+			return node;
+		}
+		if (node == NULL)
+			return NULL;
+		seg = dot + 1;
 	}
-	free(copy);
-	return node;
 }
 
 static twin_err load_tombstones(twin_store *s, const char *device_id, cJSON **out, twin_error *err)

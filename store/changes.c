@@ -102,13 +102,64 @@ static uint64_t seq_of(const MDB_val *k)
 	return k->mv_size == 8 ? seq : 0;
 }
 
-/* A JSON string member "name":"value" appended to b (value escaped). */
-static int put_string_member(twin_buf *b, const char *name, const char *value)
+/* Append "name":"value" to out[*at..max), value escaped as cJSON prints
+ * strings (UTF-8 passes through). 0 when it does not fit. No allocation:
+ * the actor must be right even when memory runs out. */
+static int put_string_member(char *out, size_t *at, size_t max, const char *name, const char *value)
 {
-	cJSON str = {.type = cJSON_String, .valuestring = (char *)value};
+	static const char hex[] = "0123456789abcdef";
+	size_t n = *at;
+	int k = snprintf(out + n, max - n, "\"%s\":\"", name);
 
-	return twin_buf_put(b, "\"", 1) && twin_buf_put(b, name, strlen(name)) &&
-	       twin_buf_put(b, "\":", 2) && twin_json_print_append(b, &str);
+	if (k < 0 || (size_t)k >= max - n)
+		return 0;
+	n += (size_t)k;
+	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+		char esc[7] = {'\\', 0};
+		size_t len = 2;
+
+		switch (*p) {
+		case '"':
+		case '\\':
+			esc[1] = (char)*p;
+			break;
+		case '\b':
+			esc[1] = 'b';
+			break;
+		case '\f':
+			esc[1] = 'f';
+			break;
+		case '\n':
+			esc[1] = 'n';
+			break;
+		case '\r':
+			esc[1] = 'r';
+			break;
+		case '\t':
+			esc[1] = 't';
+			break;
+		default:
+			if (*p >= 0x20) {
+				esc[0] = (char)*p;
+				len = 1;
+			} else {
+				memcpy(esc + 1, "u00", 3);
+				esc[4] = hex[*p >> 4];
+				esc[5] = hex[*p & 15];
+				len = 6;
+			}
+		}
+		if (max - n <= len)
+			return 0;
+		memcpy(out + n, esc, len);
+		n += len;
+	}
+	if (max - n <= 1)
+		return 0;
+	out[n++] = '"';
+	out[n] = '\0';
+	*at = n;
+	return 1;
 }
 
 /* s cut to at most 128 bytes, at a character boundary, into out. */
@@ -126,26 +177,32 @@ static const char *cut128(const char *s, char out[129])
 
 void twin_store_set_actor(twin_store *s, const char *kind, const char *name, const char *job)
 {
-	twin_buf b = {0};
-	char cut[129];
+	char text[CHANGES_ACTOR_MAX], cut[129];
+	size_t at = 1;
 	int ok;
 
 	if (kind == NULL) {
 		strcpy(s->chg.actor, DEFAULT_ACTOR);
 		return;
 	}
-	ok = twin_buf_put(&b, "{", 1) && put_string_member(&b, "type", kind);
+	text[0] = '{';
+	ok = put_string_member(text, &at, sizeof(text), "type", kind);
 	if (ok && name != NULL) {
-		ok = twin_buf_put(&b, ",", 1) && put_string_member(&b, "name", cut128(name, cut));
+		text[at++] = ',';
+		ok = put_string_member(text, &at, sizeof(text), "name", cut128(name, cut));
 	}
 	if (ok && job != NULL) {
-		ok = twin_buf_put(&b, ",", 1) && put_string_member(&b, "jobId", cut128(job, cut));
+		text[at++] = ',';
+		ok = put_string_member(text, &at, sizeof(text), "jobId", cut128(job, cut));
 	}
-	ok = ok && twin_buf_put(&b, "}", 1);
-	/* Two escaped 128-byte names fit; only memory failure keeps the default. */
-	snprintf(s->chg.actor, sizeof(s->chg.actor), "%s",
-	         ok && b.len < sizeof(s->chg.actor) ? b.data : DEFAULT_ACTOR);
-	cJSON_free(b.data);
+	/* CHANGES_ACTOR_MAX holds the longest actor, so ok stays 1; the checks
+	 * guard the buffer all the same. */
+	ok = ok && at + 1 < sizeof(text);
+	if (ok) {
+		text[at++] = '}';
+		text[at] = '\0';
+	}
+	memcpy(s->chg.actor, ok ? text : DEFAULT_ACTOR, ok ? at + 1 : sizeof(DEFAULT_ACTOR));
 }
 
 twin_err changes_open(twin_store *s, twin_error *err)
@@ -356,8 +413,8 @@ twin_err changes_append(twin_store *s, twin_op op, const char *device_id, int by
 }
 
 /* Decode an entry value; a packed body is expanded into buf (so out->body
- * is valid until buf changes). 0 if the value is malformed or memory ran
- * out. */
+ * is valid until buf changes). 1 when decoded, 0 if the value is
+ * malformed, -1 when memory ran out. */
 static int decode(uint64_t seq, const unsigned char *p, size_t n, twin_change *out, char *id,
                   twin_buf *buf)
 {
@@ -398,7 +455,7 @@ static int decode(uint64_t seq, const unsigned char *p, size_t n, twin_change *o
 			continue;
 		if (!twin_buf_put(buf, body + from, i - from) ||
 		    (i < out->body_len && !twin_buf_put(buf, t.text[c - 1], t.len[c - 1])))
-			return 0;
+			return -1;
 		from = i + 1;
 	}
 	out->body = buf->data ? buf->data : "";
@@ -420,7 +477,7 @@ void twin_changes_drain(twin_store *s, twin_change_fn fn, void *arg)
 		memcpy(&seq, r->data + off, sizeof(seq));
 		memcpy(&vlen, r->data + off + sizeof(seq), sizeof(vlen));
 		off += sizeof(seq) + sizeof(vlen);
-		if (decode(seq, (unsigned char *)r->data + off, vlen, &c, id, &s->chg.body))
+		if (decode(seq, (unsigned char *)r->data + off, vlen, &c, id, &s->chg.body) > 0)
 			fn(arg, &c);
 		off += vlen;
 	}
@@ -612,11 +669,16 @@ twin_err twin_changes_read(twin_store *s, uint64_t from, size_t limit, const cha
 	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		twin_change c;
 		cJSON *it;
+		int ok;
 
 		scanned++;
 		next = seq_of(&k) + 1;
-		if (!decode(seq_of(&k), v.mv_data, v.mv_size, &c, id, &expanded) ||
-		    (device_id != NULL && strcmp(device_id, c.device_id) != 0) ||
+		ok = decode(seq_of(&k), v.mv_data, v.mv_size, &c, id, &expanded);
+		if (ok < 0) {
+			mrc = ENOMEM;
+			break;
+		}
+		if (ok == 0 || (device_id != NULL && strcmp(device_id, c.device_id) != 0) ||
 		    (op != 0 && op != c.op))
 			continue;
 		if ((it = item_of(&c)) == NULL || !cJSON_AddItemToArray(items, it)) {

@@ -12,7 +12,8 @@
 #include "twin/changes.h"
 #include "twin/json.h"
 
-#define CHANGES_ACTOR_MAX 1024 /* two 128-byte names, escaped (6 bytes each at worst) */
+#define CHANGES_ACTOR_MAX 1700 /* a type and two 128-byte names, escaped (6 bytes each at worst)   \
+	                        */
 
 /* The log's state inside a store (db.h). */
 typedef struct changes_state {

@@ -222,38 +222,53 @@ twin_err job_rec_store(twin_store *s, job_rec *r, twin_error *err)
 	return rc;
 }
 
-void job_set_number(cJSON *obj, const char *name, double v)
+int job_set_number(cJSON *obj, const char *name, double v)
 {
 	cJSON *n = cJSON_GetObjectItemCaseSensitive(obj, name);
 
-	if (n != NULL)
-		cJSON_SetNumberValue(n, v);
-	else
-		cJSON_AddNumberToObject(obj, name, v);
+	if (n == NULL)
+		return cJSON_AddNumberToObject(obj, name, v) != NULL;
+	cJSON_SetNumberValue(n, v);
+	return 1;
 }
 
 /* Set member name of obj to item (taken; freed if it cannot be added). */
-static void set_item(cJSON *obj, const char *name, cJSON *item)
+static int set_item(cJSON *obj, const char *name, cJSON *item)
 {
+	cJSON *old = cJSON_GetObjectItemCaseSensitive(obj, name);
+	size_t n = strlen(name) + 1;
+
 	if (item == NULL)
-		return;
-	if (cJSON_GetObjectItemCaseSensitive(obj, name) != NULL
-	            ? !cJSON_ReplaceItemInObjectCaseSensitive(obj, name, item)
-	            : !cJSON_AddItemToObject(obj, name, item))
+		return 0;
+	if (old == NULL) {
+		if (cJSON_AddItemToObject(obj, name, item))
+			return 1;
 		cJSON_Delete(item);
+		return 0;
+	}
+	/* Not cJSON_ReplaceItemInObject: cJSON 1.7.15 does not check the copy
+	 * of the name it makes, and puts in a member without one ("") when
+	 * memory runs out. */
+	item->string = cJSON_malloc(n);
+	if (item->string == NULL) {
+		cJSON_Delete(item);
+		return 0;
+	}
+	memcpy(item->string, name, n);
+	return cJSON_ReplaceItemViaPointer(obj, old, item);
 }
 
-void job_set_string(cJSON *obj, const char *name, const char *v)
+int job_set_string(cJSON *obj, const char *name, const char *v)
 {
-	set_item(obj, name, cJSON_CreateString(v));
+	return set_item(obj, name, cJSON_CreateString(v));
 }
 
-static void set_time(cJSON *obj, const char *name, int64_t ticks)
+static int set_time(cJSON *obj, const char *name, int64_t ticks)
 {
 	char when[TWIN_TIMESTAMP_MAX];
 
 	twin_timestamp_format(ticks, when);
-	job_set_string(obj, name, when);
+	return job_set_string(obj, name, when);
 }
 
 /* Count n more of name in the job's deviceJobStatistics. */
@@ -266,12 +281,11 @@ void job_count(job_rec *r, const char *name, double n)
 		cJSON_SetNumberValue(c, c->valuedouble + n);
 }
 
-void job_finish(twin_store *s, job_rec *r, const char *status, const char *reason)
+int job_finish(twin_store *s, job_rec *r, const char *status, const char *reason)
 {
-	job_set_string(r->job, "status", status);
-	set_time(r->job, "endTime", twin_store_now(s));
-	if (reason != NULL)
-		job_set_string(r->job, "failureReason", reason);
+	return job_set_string(r->job, "status", status) &&
+	       set_time(r->job, "endTime", twin_store_now(s)) &&
+	       (reason == NULL || job_set_string(r->job, "failureReason", reason));
 }
 
 /* ---- commands ---- */
@@ -415,11 +429,16 @@ twin_err twin_job_create(twin_store *s, const cJSON *spec, cJSON **out, twin_err
 		rc = db_write_begin(s, err);
 	if (rc == TWIN_OK && db_get(s, DB_JOBS, r.id, strlen(r.id), &v, NULL) == TWIN_OK)
 		rc = twin_error_set(err, TWIN_E_EXISTS, "Job '%s' already exists.", r.id);
+	/* The answer first: once the record is in the batch, nothing may fail. */
+	if (rc == TWIN_OK)
+		rc = job_out(&r, out, err);
 	if (rc == TWIN_OK)
 		rc = job_rec_store(s, &r, err);
-	if (rc == TWIN_OK) {
+	if (rc == TWIN_OK)
 		s->jobs_hint = 1;
-		rc = job_out(&r, out, err);
+	else if (out != NULL) {
+		cJSON_Delete(*out);
+		*out = NULL;
 	}
 	job_rec_free(&r);
 	return rc;
@@ -440,6 +459,7 @@ twin_err twin_job_get(twin_store *s, const char *job_id, cJSON **out, twin_error
 twin_err twin_job_cancel(twin_store *s, const char *job_id, cJSON **out, twin_error *err)
 {
 	job_rec r;
+	int open;
 	twin_err rc = db_write_begin(s, err);
 
 	if (out != NULL)
@@ -448,12 +468,17 @@ twin_err twin_job_cancel(twin_store *s, const char *job_id, cJSON **out, twin_er
 		rc = job_rec_load(s, job_id, &r, err);
 	if (rc != TWIN_OK)
 		return rc;
-	if (job_header_status(job_status(&r)) != ST_DONE) {
-		job_finish(s, &r, "cancelled", NULL);
-		rc = job_rec_store(s, &r, err);
-	}
+	open = job_header_status(job_status(&r)) != ST_DONE;
+	if (open && !job_finish(s, &r, "cancelled", NULL))
+		rc = job_nomem(err);
 	if (rc == TWIN_OK)
 		rc = job_out(&r, out, err);
+	if (rc == TWIN_OK && open)
+		rc = job_rec_store(s, &r, err);
+	if (rc != TWIN_OK && out != NULL) {
+		cJSON_Delete(*out);
+		*out = NULL;
+	}
 	job_rec_free(&r);
 	return rc;
 }
@@ -485,9 +510,11 @@ twin_err twin_job_list(twin_store *s, cJSON **out, twin_error *err)
 		root = v.mv_size > HDR
 		               ? cJSON_ParseWithLength((char *)v.mv_data + HDR, v.mv_size - HDR)
 		               : NULL;
+		/* Records are written whole (job_rec_store), so one that does
+		 * not parse means memory ran out. */
 		job = cJSON_DetachItemFromObjectCaseSensitive(root, "job");
 		cJSON_Delete(root);
-		if (job != NULL && !cJSON_AddItemToArray(jobs, job)) {
+		if (job == NULL || !cJSON_AddItemToArray(jobs, job)) {
 			cJSON_Delete(job);
 			mrc = ENOMEM;
 		}

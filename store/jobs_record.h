@@ -41,13 +41,14 @@ void job_rec_free(job_rec *r);
 const char *job_status(const job_rec *r);
 char job_header_status(const char *status);
 
-/* Member setters (memory running out leaves the member as it was). */
-void job_set_string(cJSON *obj, const char *name, const char *v);
-void job_set_number(cJSON *obj, const char *name, double v);
+/* Member setters: 0 when memory ran out (the member is left as it was). */
+int job_set_string(cJSON *obj, const char *name, const char *v);
+int job_set_number(cJSON *obj, const char *name, double v);
 /* Add n to deviceJobStatistics.name. */
 void job_count(job_rec *r, const char *name, double n);
-/* End the job with status (and failureReason when reason is not NULL). */
-void job_finish(twin_store *s, job_rec *r, const char *status, const char *reason);
+/* End the job with status (and failureReason when reason is not NULL).
+ * 0 when memory ran out: the record is then half changed, not to be stored. */
+int job_finish(twin_store *s, job_rec *r, const char *status, const char *reason);
 /* The string member name of spec, or NULL. */
 const char *job_spec_string(const cJSON *spec, const char *name);
 

@@ -19,21 +19,34 @@
 #include "twin/query.h"
 #include "twin_records.h"
 
-/* 1 if device_id's twin (in the batch) meets q's WHERE, 0 if not, -1 when
- * out of memory. A half-written twin never matches. */
-static int matches(twin_store *s, const twin_query *q, const char *device_id)
+/* *yes = whether device_id's twin (in the batch) meets q's WHERE. A
+ * half-written twin never matches; a record that cannot be read is an
+ * error, not a miss (the job would skip the device). */
+static twin_err matches(twin_store *s, const twin_query *q, const char *device_id, int *yes,
+                        twin_error *err)
 {
 	static const char kinds[ROW_KINDS] = {
 	        [ROW_V] = 'V', [ROW_T] = 'T', [ROW_D] = 'D', [ROW_R] = 'R'};
 	q_row row = {.txn = db_txn(s), .devices = s->dbi[DB_DEVICES]};
+	int m;
 
+	*yes = 0;
 	q_row_reset(&row, device_id, strlen(device_id));
-	for (int k = 0; k < ROW_KINDS; k++)
-		row.have[k] = twin_record_get(s, device_id, kinds[k], &row.rec[k], NULL) == TWIN_OK;
+	for (int k = 0; k < ROW_KINDS; k++) {
+		twin_err rc = twin_record_get(s, device_id, kinds[k], &row.rec[k], err);
+
+		if (rc != TWIN_OK && rc != TWIN_E_NOT_FOUND)
+			return rc;
+		row.have[k] = rc == TWIN_OK;
+	}
 	if (!row.have[ROW_V] || row.rec[ROW_V].mv_size != sizeof(row.version))
-		return 0;
+		return TWIN_OK;
 	memcpy(&row.version, row.rec[ROW_V].mv_data, sizeof(row.version));
-	return q_eval_where(q->where, q_row_lookup, &row);
+	m = q_eval_where(q->where, q_row_lookup, &row);
+	if (m < 0)
+		return job_nomem(err);
+	*yes = m;
+	return TWIN_OK;
 }
 
 /* ---- slices ---- */
@@ -84,7 +97,7 @@ static twin_err pick(twin_store *s, char id[TWIN_JOB_ID_MAX + 1], int *waiting, 
 static twin_err next_devices(twin_store *s, const char *after, size_t max,
                              char (*ids)[TWIN_DEVICE_ID_MAX + 1], size_t *n, twin_error *err)
 {
-	MDB_cursor *cur;
+	MDB_cursor *cur = NULL;
 	MDB_val k = {strlen(after), (void *)after}, v;
 	int mrc = mdb_cursor_open(db_txn(s), s->dbi[DB_DEVICES], &cur);
 	int op = after[0] ? MDB_SET_RANGE : MDB_FIRST;
@@ -100,20 +113,23 @@ static twin_err next_devices(twin_store *s, const char *after, size_t max,
 		memcpy(ids[*n], k.mv_data, k.mv_size);
 		ids[(*n)++][k.mv_size] = '\0';
 	}
-	mdb_cursor_close(cur);
+	if (cur != NULL)
+		mdb_cursor_close(cur);
 	return mrc == 0 || mrc == MDB_NOTFOUND ? TWIN_OK : job_storage(err, mrc);
 }
 
-/* Start a due job: running, its clock and the registry size. */
-static void start(twin_store *s, job_rec *r)
+/* Start a due job: running, its clock and the registry size. 0 when
+ * memory ran out. */
+static int start(twin_store *s, job_rec *r)
 {
 	MDB_stat st;
 
-	job_set_string(r->job, "status", "running");
-	job_set_number(r->root, "runStart", (double)twin_store_now(s));
-	if (mdb_stat(db_txn(s), s->dbi[DB_DEVICES], &st) == 0)
-		job_set_number(cJSON_GetObjectItemCaseSensitive(r->job, "progress"), "total",
-		               (double)st.ms_entries);
+	if (mdb_stat(db_txn(s), s->dbi[DB_DEVICES], &st) != 0)
+		st.ms_entries = 0; /* progress shows no total */
+	return job_set_string(r->job, "status", "running") &&
+	       job_set_number(r->root, "runStart", (double)twin_store_now(s)) &&
+	       job_set_number(cJSON_GetObjectItemCaseSensitive(r->job, "progress"), "total",
+	                      (double)st.ms_entries);
 }
 
 /* Apply the job's update to device_id. TWIN_OK also for a device that
@@ -142,6 +158,13 @@ static twin_err update_one(twin_store *s, job_rec *r, const char *device_id, twi
 	return rc;
 }
 
+static double job_number(const cJSON *obj, const char *name)
+{
+	const cJSON *n = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+	return cJSON_IsNumber(n) ? n->valuedouble : 0;
+}
+
 static twin_err run_slice(twin_store *s, job_rec *r, size_t max_twins, twin_job_update_fn fn,
                           void *arg, twin_error *err)
 {
@@ -150,6 +173,7 @@ static twin_err run_slice(twin_store *s, job_rec *r, size_t max_twins, twin_job_
 	const cJSON *actor = cJSON_GetObjectItemCaseSensitive(r->root, "actor");
 	cJSON *progress = cJSON_GetObjectItemCaseSensitive(r->job, "progress");
 	char caller[sizeof(s->chg.actor)];
+	size_t written = s->wlog.len; /* the batch's writes before the slice */
 	twin_query *q = NULL;
 	size_t n = 0;
 	twin_err rc = ids ? job_parse_condition(job_spec_string(r->job, "queryCondition"), &q, err)
@@ -162,33 +186,24 @@ static twin_err run_slice(twin_store *s, job_rec *r, size_t max_twins, twin_job_
 	twin_store_set_actor(s, job_spec_string(actor, "type"), job_spec_string(actor, "name"),
 	                     r->id);
 	for (size_t i = 0; i < n && rc == TWIN_OK; i++) {
-		int m = matches(s, q, ids[i]);
+		int m;
 
-		if (m < 0)
-			rc = job_nomem(err);
-		else if (m)
+		rc = matches(s, q, ids[i], &m, err);
+		if (rc == TWIN_OK && m)
 			rc = update_one(s, r, ids[i], fn, arg, err);
 	}
 	memcpy(s->chg.actor, caller, sizeof(caller)); /* the caller's again */
-	if (rc == TWIN_OK && n > 0) {
-		const cJSON *moved;
-
-		job_set_string(r->root, "cursor", ids[n - 1]);
-		moved = cJSON_GetObjectItemCaseSensitive(r->root, "cursor");
-		if (!cJSON_IsString(moved) || strcmp(moved->valuestring, ids[n - 1]) != 0) {
-			/* The slice's updates are in the batch: without the new
-			 * position they would be applied again. Drop them all. */
-			db_fail_batch(s);
-			rc = job_nomem(err);
-		}
-	}
-	if (rc == TWIN_OK && n > 0) {
-		job_set_number(progress, "scanned",
-		               cJSON_GetObjectItemCaseSensitive(progress, "scanned")->valuedouble +
-		                       (double)n);
-	}
-	if (rc == TWIN_OK && n < max_twins)
-		job_finish(s, r, "completed", NULL);
+	if (rc == TWIN_OK && n > 0 &&
+	    (!job_set_string(r->root, "cursor", ids[n - 1]) ||
+	     !job_set_number(progress, "scanned", job_number(progress, "scanned") + (double)n)))
+		rc = job_nomem(err);
+	if (rc == TWIN_OK && n < max_twins && !job_finish(s, r, "completed", NULL))
+		rc = job_nomem(err);
+	if (rc != TWIN_OK && s->wlog.len != written)
+		/* Some of the slice's updates are in the batch: without the
+		 * job's new position they would be applied again. Drop them
+		 * all, with the batch (the slice is retried). */
+		db_fail_batch(s);
 	twin_query_free(q);
 	free(ids);
 	return rc;
@@ -218,8 +233,10 @@ twin_err twin_jobs_step(twin_store *s, size_t max_twins, twin_job_update_fn fn, 
 	rc = job_rec_load(s, id, &r, err);
 	if (rc != TWIN_OK)
 		return rc;
-	if (job_header_status(job_status(&r)) != ST_RUNNING)
-		start(s, &r);
+	if (job_header_status(job_status(&r)) != ST_RUNNING && !start(s, &r)) {
+		job_rec_free(&r);
+		return job_nomem(err);
+	}
 	{
 		const cJSON *max =
 		        cJSON_GetObjectItemCaseSensitive(r.job, "maxExecutionTimeInSeconds");
@@ -228,8 +245,10 @@ twin_err twin_jobs_step(twin_store *s, size_t max_twins, twin_job_update_fn fn, 
 		if (cJSON_IsNumber(max) && cJSON_IsNumber(t0) &&
 		    twin_store_now(s) - (int64_t)t0->valuedouble >
 		            (int64_t)max->valuedouble * 10000000)
-			job_finish(s, &r, "failed",
-			           "The job ran longer than its maxExecutionTimeInSeconds.");
+			rc = job_finish(s, &r, "failed",
+			                "The job ran longer than its maxExecutionTimeInSeconds.")
+			             ? TWIN_OK
+			             : job_nomem(err);
 		else
 			rc = run_slice(s, &r,
 			               max_twins < 1      ? 1
@@ -240,9 +259,17 @@ twin_err twin_jobs_step(twin_store *s, size_t max_twins, twin_job_update_fn fn, 
 	if (rc == TWIN_OK)
 		rc = job_rec_store(s, &r, err);
 	if (rc == TWIN_OK && job_header_status(job_status(&r)) == ST_DONE) {
-		/* Finished: is there another job? */
-		rc = pick(s, id, &waiting, err);
-		*state = id[0] ? TWIN_JOBS_BUSY : waiting ? TWIN_JOBS_WAITING : TWIN_JOBS_IDLE;
+		/* Finished: is there another job? The slice is in the batch
+		 * whatever the answer, so a failure to look only means: look
+		 * again at the next step. */
+		twin_error ignored;
+
+		if (pick(s, id, &waiting, &ignored) != TWIN_OK)
+			*state = TWIN_JOBS_BUSY;
+		else
+			*state = id[0]     ? TWIN_JOBS_BUSY
+			         : waiting ? TWIN_JOBS_WAITING
+			                   : TWIN_JOBS_IDLE;
 	} else
 		*state = TWIN_JOBS_BUSY;
 	job_rec_free(&r);

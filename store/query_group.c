@@ -155,13 +155,14 @@ static int row_key(q_groups *g, q_row *row, twin_buf *key, cJSON **vals)
 {
 	for (size_t j = 0; j < g->q->ngroup; j++) {
 		q_val v;
-		int ok;
+		int ok, undefined;
 
 		if (q_row_lookup(row, &g->q->group[j], &v) < 0)
 			return -1;
-		vals[j] = v.t == QV_UNDEF ? NULL : q_val_to_json(&v);
-		q_val_clear(&v);
-		if (v.t != QV_UNDEF && vals[j] == NULL)
+		undefined = v.t == QV_UNDEF;
+		vals[j] = undefined ? NULL : q_val_to_json(&v);
+		q_val_clear(&v); /* which may reset v.t */
+		if (!undefined && vals[j] == NULL)
 			return -1;
 		ok = vals[j] ? twin_json_print_append(key, vals[j]) : twin_buf_put(key, "\x01", 1);
 		if (!ok || !twin_buf_put(key, "", 1))
