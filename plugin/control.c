@@ -30,13 +30,26 @@ static cJSON *error_object(const twin_error *e)
 {
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddNumberToObject(o, "code", twin_err_code(e->err));
-	cJSON_AddStringToObject(o, "message", e->message);
+	if (!cJSON_AddNumberToObject(o, "code", twin_err_code(e->err)) ||
+	    !cJSON_AddStringToObject(o, "message", e->message)) {
+		cJSON_Delete(o);
+		return NULL;
+	}
 	return o;
 }
 
-/* Run one command for a caller holding rights and append its response. */
-static void run_command(plg_ctx *ctx, const cJSON *cmd, unsigned rights, cJSON *responses)
+/* Add item as member name of obj (taking it); 0 when memory ran out. */
+static int add(cJSON *obj, const char *name, cJSON *item)
+{
+	if (item != NULL && cJSON_AddItemToObject(obj, name, item))
+		return 1;
+	cJSON_Delete(item);
+	return 0;
+}
+
+/* Run one command for a caller holding rights and append its response.
+ * 0 when memory ran out for the response: it may be incomplete. */
+static int run_command(plg_ctx *ctx, const cJSON *cmd, unsigned rights, cJSON *responses)
 {
 	const cJSON *name = cJSON_GetObjectItemCaseSensitive(cmd, "command");
 	const cJSON *corr = cJSON_GetObjectItemCaseSensitive(cmd, "correlationData");
@@ -45,9 +58,11 @@ static void run_command(plg_ctx *ctx, const cJSON *cmd, unsigned rights, cJSON *
 	twin_err rc = TWIN_E_INVALID;
 	const plg_command *c = NULL;
 
+	int ok = 1;
+
 	if (resp == NULL || !cJSON_AddItemToArray(responses, resp)) {
 		cJSON_Delete(resp);
-		return;
+		return 0;
 	}
 	if (!cJSON_IsObject(cmd) || !cJSON_IsString(name)) {
 		twin_error_set(&err, rc, "'command' is missing or not a string.");
@@ -62,68 +77,84 @@ static void run_command(plg_ctx *ctx, const cJSON *cmd, unsigned rights, cJSON *
 		else {
 			ctx->control_index = cJSON_GetArraySize(responses) - 1;
 			rc = c->run(ctx, cmd, &data, &err);
+			/* A command may fail after it wrote (building its answer, say):
+			 * a 500 must mean "not applied", so the batch goes too. */
+			if (rc == TWIN_E_NOMEM || rc == TWIN_E_STORAGE)
+				twin_store_fail(ctx->store);
 		}
-		cJSON_AddStringToObject(resp, "command", name->valuestring);
+		ok = add(resp, "command", cJSON_CreateString(name->valuestring));
 	}
 	if (corr != NULL)
-		cJSON_AddItemToObject(resp, "correlationData", cJSON_Duplicate(corr, 1));
+		ok &= add(resp, "correlationData", cJSON_Duplicate(corr, 1));
 	if (rc != TWIN_OK) {
-		cJSON_AddNumberToObject(resp, "status", twin_err_status(rc));
-		cJSON_AddItemToObject(resp, "error", error_object(&err));
+		ok &= add(resp, "status", cJSON_CreateNumber(twin_err_status(rc)));
+		ok &= add(resp, "error", error_object(&err));
 	} else if (c->status == 204) {
-		cJSON_AddNumberToObject(resp, "status", 204);
+		ok &= add(resp, "status", cJSON_CreateNumber(204));
 		cJSON_Delete(data);
 	} else {
-		cJSON_AddNumberToObject(resp, "status", c->status);
-		cJSON_AddItemToObject(resp, "data", data ? data : cJSON_CreateNull());
+		ok &= add(resp, "status", cJSON_CreateNumber(c->status));
+		ok &= add(resp, "data", data ? data : cJSON_CreateNull());
 	}
+	return ok;
 }
 
-/* The responses to a whole request payload. */
-/* A response for the request as a whole (no command to name). */
-static void request_error(cJSON *responses, const twin_error *err)
+/* A response for the request as a whole (no command to name). 0 when
+ * memory ran out. */
+static int request_error(cJSON *responses, const twin_error *err)
 {
 	cJSON *bad = cJSON_CreateObject();
 
-	cJSON_AddNumberToObject(bad, "status", twin_err_status(err->err));
-	cJSON_AddItemToObject(bad, "error", error_object(err));
-	cJSON_AddItemToArray(responses, bad);
+	if (bad == NULL || !cJSON_AddItemToArray(responses, bad)) {
+		cJSON_Delete(bad);
+		return 0;
+	}
+	return add(bad, "status", cJSON_CreateNumber(twin_err_status(err->err))) &&
+	       add(bad, "error", error_object(err));
 }
 
-/* The responses to a whole request payload. */
+/* The responses to a whole request payload; NULL when memory ran out for
+ * them (the commands that ran may have written: the caller fails the
+ * batch). */
 static cJSON *handle_request(plg_ctx *ctx, const void *payload, size_t len, unsigned rights)
 {
 	cJSON *req = NULL, *out = cJSON_CreateObject(), *responses;
 	const cJSON *cmds;
 	twin_error err = {0};
 	const twin_limits *l = twin_store_limits(ctx->store);
+	int ok = 1;
 
 	responses = cJSON_AddArrayToObject(out, "responses");
-	if (responses == NULL)
-		return out;
+	if (responses == NULL) {
+		cJSON_Delete(out);
+		return NULL;
+	}
 	if (len > PLG_CONTROL_MAX_BYTES) {
 		twin_error_set(&err, TWIN_E_TOO_LARGE,
 		               "The request is %zu bytes; at most %d are accepted.", len,
 		               PLG_CONTROL_MAX_BYTES);
-		request_error(responses, &err);
-		return out;
-	}
-	if (twin_json_parse(payload ? payload : "", len, l->int_min, l->int_max, &req, &err) !=
-	    TWIN_OK) {
-		request_error(responses, &err);
-		return out;
-	}
-	cmds = cJSON_GetObjectItemCaseSensitive(req, "commands");
-	if (!cJSON_IsArray(cmds) || cJSON_GetArraySize(cmds) > PLG_CONTROL_MAX_COMMANDS) {
-		twin_error_set(&err, TWIN_E_INVALID,
-		               "'commands' must be an array of at most %d commands.",
-		               PLG_CONTROL_MAX_COMMANDS);
-		request_error(responses, &err);
+		ok = request_error(responses, &err);
+	} else if (twin_json_parse(payload ? payload : "", len, l->int_min, l->int_max, &req,
+	                           &err) != TWIN_OK) {
+		/* Out of memory is no client error: only the batch can say it. */
+		ok = err.err != TWIN_E_NOMEM && request_error(responses, &err);
 	} else {
-		for (const cJSON *cmd = cmds->child; cmd != NULL; cmd = cmd->next)
-			run_command(ctx, cmd, rights, responses);
+		cmds = cJSON_GetObjectItemCaseSensitive(req, "commands");
+		if (!cJSON_IsArray(cmds) || cJSON_GetArraySize(cmds) > PLG_CONTROL_MAX_COMMANDS) {
+			twin_error_set(&err, TWIN_E_INVALID,
+			               "'commands' must be an array of at most %d commands.",
+			               PLG_CONTROL_MAX_COMMANDS);
+			ok = request_error(responses, &err);
+		} else {
+			for (const cJSON *cmd = cmds->child; cmd != NULL; cmd = cmd->next)
+				ok &= run_command(ctx, cmd, rights, responses);
+		}
 	}
 	cJSON_Delete(req);
+	if (!ok) {
+		cJSON_Delete(out);
+		return NULL;
+	}
 	return out;
 }
 
@@ -166,8 +197,10 @@ int plg_on_control(int event, void *event_data, void *userdata)
 		twin_store_set_actor(ctx->store, "client", client_id, NULL);
 	out = handle_request(ctx, ed->payload, ed->payloadlen, plg_client_rights(ctx, ed->client));
 	twin_store_set_actor(ctx->store, NULL, NULL, NULL);
-	if (client_id == NULL) {
+	if (client_id == NULL || out == NULL) {
 		plg_query_discard(ctx);
+		if (out == NULL)
+			plg_lost(ctx, "the control response to", client_id ? client_id : "?");
 		cJSON_Delete(out);
 		return MOSQ_ERR_SUCCESS;
 	}
@@ -181,6 +214,8 @@ int plg_on_control(int event, void *event_data, void *userdata)
 		if (text != NULL)
 			plg_send_after_commit(ctx, client_id, topic, ed->qos, text, strlen(text),
 			                      corr, corr_len);
+		else
+			plg_lost(ctx, "the control response to", client_id);
 	}
 	free(owned);
 	free(corr);

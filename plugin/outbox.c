@@ -74,6 +74,15 @@ static char *reply_topic(int status, const char *rid, size_t rid_len, int64_t ve
 	return t;
 }
 
+void plg_lost(plg_ctx *ctx, const char *what, const char *client_id)
+{
+	mosquitto_log_printf(MOSQ_LOG_ERR,
+	                     PLG_LOG_PREFIX "out of memory: %s %s is lost; the batch fails, so "
+	                                    "that nothing is applied without its answer.",
+	                     what, client_id);
+	twin_store_fail(ctx->store);
+}
+
 static plg_msg *queue(plg_ctx *ctx, plg_conn *c, int qos, char *rid, char *topic, char *body,
                       size_t len)
 {
@@ -90,8 +99,7 @@ static plg_msg *queue(plg_ctx *ctx, plg_conn *c, int qos, char *rid, char *topic
 		m->len = len;
 		return m;
 	}
-	mosquitto_log_printf(MOSQ_LOG_ERR, PLG_LOG_PREFIX "out of memory: a reply to %s is lost.",
-	                     c->device_id);
+	plg_lost(ctx, "a message to", c->device_id);
 	free(client_id);
 	free(rid);
 	free(topic);
@@ -189,6 +197,7 @@ void plg_send_after_commit(plg_ctx *ctx, const char *client_id, const char *topi
 		m->correlation_len = correlation_len;
 		return;
 	}
+	plg_lost(ctx, "the control response to", client_id);
 	free(id);
 	free(t);
 	free(corr);

@@ -104,7 +104,8 @@ void plg_options_free(plg_options *o);
 /* outbox.c - group commit: replies and notifications wait for TICK. */
 /* Queue a reply to c on $iothub/twin/res/{status}/?$rid={rid}[&$version=v]
  * (version < 0: none). Takes body (malloc'd, may be NULL for empty). Not
- * sent when c holds no res/# subscription (the request still ran). */
+ * sent when c holds no res/# subscription (the request still ran). When
+ * memory runs out for it, the batch fails (plg_lost); so do these: */
 void plg_reply(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len, int status,
                int64_t version, char *body, size_t len);
 /* The same for a GET result that hands the device desired version D. */
@@ -115,10 +116,17 @@ void plg_reply_error(plg_ctx *ctx, plg_conn *c, const char *rid, size_t rid_len,
                      const twin_error *e);
 /* Queue a desired notification of version v to c. Takes body. */
 void plg_notify(plg_ctx *ctx, plg_conn *c, int64_t v, char *body, size_t len);
+
+/* Memory ran out for a message that answers a request or announces a write
+ * of the open batch: log it and fail the batch (twin_store_fail), so that
+ * no write is applied whose answer is lost. what and client_id name the
+ * message in the log. */
+void plg_lost(plg_ctx *ctx, const char *what, const char *client_id);
 /* Queue a control response to any client. Takes payload; copies topic and
  * the MQTT v5 correlation data (NULL for none). Sent even if the batch
  * fails: the payload reports per-command results computed before the
- * commit, so a failed batch turns it into an error. */
+ * commit, so a failed batch turns it into an error. Out of memory: as
+ * plg_reply. */
 void plg_send_after_commit(plg_ctx *ctx, const char *client_id, const char *topic, int qos,
                            char *payload, size_t len, const void *correlation,
                            uint16_t correlation_len);

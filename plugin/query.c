@@ -309,7 +309,8 @@ void plg_query_defer(plg_ctx *ctx, cJSON *out, const char *client_id, const char
 	r->qos = qos > 1 ? 1 : qos;
 	r->corr = corr ? malloc(corr_len ? corr_len : 1) : NULL;
 	if (r->client_id == NULL || r->topic == NULL || (corr != NULL && r->corr == NULL)) {
-		req_free(r); /* out of memory: the requester times out */
+		req_free(r);
+		plg_lost(ctx, "the control response to", client_id);
 		return;
 	}
 	if (corr != NULL)

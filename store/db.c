@@ -386,6 +386,11 @@ void db_fail_batch(twin_store *s)
 	s->batch_failed = 1;
 }
 
+void twin_store_fail(twin_store *s)
+{
+	db_fail_batch(s);
+}
+
 twin_err db_put(twin_store *s, db_table t, const void *key, size_t klen, const void *val,
                 size_t vlen, twin_error *err)
 {

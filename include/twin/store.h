@@ -79,6 +79,13 @@ twin_err twin_store_commit(twin_store *s, twin_error *err);
 /* Drop the open batch, if any. */
 void twin_store_abort(twin_store *s);
 
+/* Drop the open batch and make the next twin_store_commit fail with
+ * TWIN_E_STORAGE (writes until then are refused the same way): for a
+ * caller that cannot answer a request whose writes may be in the batch, so
+ * that nothing is applied without its answer. Every request of the batch
+ * is then answered with the error, or not at all. */
+void twin_store_fail(twin_store *s);
+
 /* Current LMDB map size in bytes. */
 size_t twin_store_map_size(const twin_store *s);
 

@@ -6,8 +6,10 @@
 #include "fault.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <lmdb.h>
@@ -38,6 +40,12 @@ static int fail_now(fault_kind k)
 	if (++calls != target)
 		return 0;
 	fired = 1;
+	if (getenv("FAULT_TRACE") != NULL) {
+		/* Where the failing call is made, for debugging a failed test. */
+		void *frames[16];
+
+		backtrace_symbols_fd(frames, backtrace(frames, 16), STDERR_FILENO);
+	}
 	return 1;
 }
 
