@@ -5,12 +5,14 @@
  *   twin-bench [-h HOST] [-p PORT] [--scenario LIST] [-k LIST] [--qos LIST]
  *              [--warmup S] [--duration S] [-n N] [--timeout S]
  *              [--connection-string CS] [--prefix STR] [--json FILE]
+ *              [--rate R] [--broker-pid PID]
  *
  * For every k and QoS, echo runs first and then get and patch against the
  * same broker, so each twin row has its baseline from the same run; then
  * desired-fanout and connect-storm run once, with the largest k as their
  * connection batch (and connect-storm at the largest QoS); then job, with
  * the largest k (200 without -k) as its devices, at the largest QoS.
+ * soak is not part of "all" and runs alone (twin_bench_soak.c).
  *
  * Open mode (no --connection-string): the client id is the device, devices
  * register on their first connect and the control API needs no
@@ -41,7 +43,9 @@ static int usage(FILE *f)
 	        "usage: twin-bench [-h HOST] [-p PORT] [--scenario LIST] [-k LIST] [--qos LIST]\n"
 	        "                  [--warmup S] [--duration S] [-n N] [--timeout S]\n"
 	        "                  [--connection-string CS] [--prefix STR] [--json FILE]\n"
-	        "  --scenario  echo,get,patch,desired-fanout,connect-storm,job or all (default)\n"
+	        "                  [--rate R] [--broker-pid PID]\n"
+	        "  --scenario  echo,get,patch,desired-fanout,connect-storm,job or all (default);\n"
+	        "              or soak alone (not in all)\n"
 	        "  -k          clients of echo/get/patch (default 1,32,256); the largest is\n"
 	        "              the connection batch of desired-fanout and connect-storm\n"
 	        "              and the devices doing round trips during job (default 200)\n"
@@ -49,14 +53,18 @@ static int usage(FILE *f)
 	        "  --warmup    seconds before measuring (default 2)\n"
 	        "  --duration  seconds measured (default 10); job measures 2 s (or this,\n"
 	        "              when shorter) before and after the job\n"
-	        "  -n          devices of desired-fanout and connect-storm, twins job\n"
-	        "              updates (default 10000, 5000 and 10000)\n"
+	        "  -n          devices of desired-fanout, connect-storm and soak, twins job\n"
+	        "              updates (default 10000, 5000, 10000 and 10000)\n"
 	        "  --timeout   seconds without progress, or a request without reply,\n"
 	        "              that count as a failure (default 30)\n"
 	        "  --connection-string  a service connection string: sas mode (devices\n"
 	        "              are created and connect with SAS tokens); else open mode\n"
 	        "  --prefix    device id prefix (default bench-)\n"
 	        "  --json      also write the results as JSON into FILE\n"
+	        "  --rate      soak: operations per second, all devices together (default 200)\n"
+	        "  --broker-pid  soak: sample this broker's RSS (/proc/PID/status) and check\n"
+	        "              its open file limit; a soak of 10 min wants --warmup 120\n"
+	        "              --duration 600 (the twins are seeded before the warm-up)\n"
 	        "Exit status: 0 all operations succeeded, 1 some failed, 2 usage.\n");
 	return f == stdout ? 0 : 2;
 }
@@ -91,7 +99,11 @@ static int parse_scenarios(const char *text, unsigned *out)
 	*out = 0;
 	for (tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 		if (strcmp(tok, "all") == 0) {
-			*out = (1u << BENCH_NSCENARIOS) - 1;
+			*out |= (1u << BENCH_NSCENARIOS) - 1;
+			continue;
+		}
+		if (strcmp(tok, BENCH_SOAK_NAME) == 0) {
+			*out |= 1u << BENCH_SOAK;
 			continue;
 		}
 		for (s = 0; s < BENCH_NSCENARIOS; s++)
@@ -101,6 +113,10 @@ static int parse_scenarios(const char *text, unsigned *out)
 			return -1;
 		*out |= 1u << s;
 	}
+	/* The soak reports itself, and its memory figures mean little after
+	 * other runs in the same broker. */
+	if ((*out & (1u << BENCH_SOAK)) && *out != 1u << BENCH_SOAK)
+		return -1;
 	return *out ? 0 : -1;
 }
 
@@ -165,13 +181,20 @@ static const char *apply_option(int c, const char *arg, bench_conf *conf, char *
 	case 'n':
 		if (parse_int(arg, &conf->n_fanout, 1, BENCH_CLIENTS_MAX) != 0)
 			return "-n takes a device count";
-		conf->n_storm = conf->n_job = conf->n_fanout;
+		conf->n_storm = conf->n_job = conf->n_soak = conf->n_fanout;
 		return NULL;
 	case 's':
 		return parse_scenarios(arg, &conf->scenarios)
 		               ? "--scenario takes a list of echo, get, patch, desired-fanout, "
-		                 "connect-storm, job, all"
+		                 "connect-storm, job, all; or soak alone"
 		               : NULL;
+	case 'r':
+		return parse_seconds(arg, &conf->soak_rate, 0.1)
+		               ? "--rate takes operations per second"
+		               : NULL;
+	case 'b':
+		return parse_int(arg, &conf->broker_pid, 1, 0x7fffffff) ? "--broker-pid takes a pid"
+		                                                        : NULL;
 	case 'w':
 		return parse_seconds(arg, &conf->warmup, 0) ? "--warmup takes seconds" : NULL;
 	case 'd':
@@ -211,6 +234,8 @@ static int parse_args(int argc, char **argv, bench_conf *conf)
 	        {"json", required_argument, NULL, 'j'},
 	        {"connection-string", required_argument, NULL, 'c'},
 	        {"prefix", required_argument, NULL, 'P'},
+	        {"rate", required_argument, NULL, 'r'},
+	        {"broker-pid", required_argument, NULL, 'b'},
 	        {"help", no_argument, NULL, 'H'},
 	        {NULL, 0, NULL, 0},
 	};
@@ -276,6 +301,8 @@ static int devices_needed(const bench_conf *conf)
 		n = conf->n_storm;
 	if ((conf->scenarios & (1u << BENCH_JOB)) && conf->n_job > n)
 		n = conf->n_job;
+	if ((conf->scenarios & (1u << BENCH_SOAK)) && conf->n_soak > n)
+		n = conf->n_soak;
 	return n;
 }
 
@@ -335,7 +362,9 @@ int main(int argc, char **argv)
 	        .n_fanout = 10000,
 	        .n_storm = 5000,
 	        .n_job = 10000,
+	        .n_soak = 10000,
 	        .k_job = 200,
+	        .soak_rate = 200,
 	        .prefix = "bench-",
 	};
 	bench_result *results;
@@ -361,6 +390,10 @@ int main(int argc, char **argv)
 	mosquitto_lib_init();
 	if (conf.sas && bench_devices_prepare(&conf, n) != 0) {
 		rc = 1;
+		goto out;
+	}
+	if (conf.scenarios == 1u << BENCH_SOAK) {
+		rc = bench_run_soak(&conf, started);
 		goto out;
 	}
 	runs = run_all(&conf, results);

@@ -13,6 +13,10 @@
  *   twin_bench_fleet.c      fleet scenarios: desired-fanout, connect-storm
  *   twin_bench_job.c        job: device round trips before, during and
  *                           after a bulk twin job
+ *   twin_bench_soak.c       soak: many devices, their twins seeded, then
+ *                           mixed traffic for a long time; runs alone
+ *   twin_bench_soak_report.c  the soak's broker RSS samples, its table
+ *                           and --json (twin_bench_soak.h: their state)
  *   twin_bench_control.c    the control API: request bodies, responses,
  *                           creating the bench devices in sas mode,
  *                           tagging their twins
@@ -52,8 +56,12 @@ typedef enum bench_scenario {
 	BENCH_FANOUT,
 	BENCH_STORM,
 	BENCH_JOB,
-	BENCH_NSCENARIOS
+	BENCH_NSCENARIOS, /* the scenarios of "all": each gives rows of the report */
+	/* Only by name, never in "all": runs alone and prints its own report. */
+	BENCH_SOAK = BENCH_NSCENARIOS
 } bench_scenario;
+
+#define BENCH_SOAK_NAME "soak"
 
 /* The command line, and the device keys in sas mode. */
 typedef struct bench_conf {
@@ -63,8 +71,10 @@ typedef struct bench_conf {
 	int k[BENCH_LIST_MAX], nk;
 	int qos[BENCH_LIST_MAX], nqos;
 	double warmup, duration, timeout; /* seconds */
-	int n_fanout, n_storm, n_job;
-	int k_job; /* devices doing round trips during the job */
+	int n_fanout, n_storm, n_job, n_soak;
+	int k_job;        /* devices doing round trips during the job */
+	double soak_rate; /* soak: operations per second, all devices together */
+	int broker_pid;   /* soak: sample this process's RSS; 0 none */
 	const char *json_path;
 	const char *prefix; /* device ids are {prefix}{number} */
 	/* sas mode: a service connection string was given */
@@ -132,6 +142,9 @@ typedef struct bench_result {
 	double ratio;
 	int has_job; /* the job scenario's row: job is filled */
 	bench_job_figures job;
+	/* A scenario's own figures (cJSON *, owned by the scenario), put in its
+	 * JSON row under the scenario's name; NULL for none. */
+	void *figures;
 } bench_result;
 
 /* ---- the client pool (twin_bench_clients.c) ---- */
@@ -297,6 +310,12 @@ int bench_run_storm(const bench_conf *conf, int k, int qos, bench_result *out);
 /* job: a scheduleUpdateTwin job over conf->n_job twins while k of their
  * devices do round trips at qos (twin_bench_job.c). One row. */
 int bench_run_job(const bench_conf *conf, int k, int qos, bench_result *out);
+
+/* soak over conf->n_soak devices for --warmup and --duration seconds at
+ * conf->soak_rate operations/s (twin_bench_soak.c). It prints its own
+ * report and writes its own --json document (started: the run's start
+ * time, UTC). 0 when nothing unexpected happened, 1 otherwise. */
+int bench_run_soak(const bench_conf *conf, const char *started);
 
 /* ---- the report (twin_bench_report.c) ---- */
 

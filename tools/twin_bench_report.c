@@ -33,6 +33,8 @@ const char *bench_scenario_name(bench_scenario s)
 		return "connect-storm";
 	case BENCH_JOB:
 		return "job";
+	case BENCH_SOAK:
+		return BENCH_SOAK_NAME;
 	default:
 		return "?";
 	}
@@ -164,6 +166,9 @@ static cJSON *row_json(const bench_result *r)
 	}
 	if (r->has_job)
 		cJSON_AddItemToObject(o, "job", job_json(r));
+	if (r->figures != NULL)
+		cJSON_AddItemToObject(o, bench_scenario_name(r->scenario),
+		                      cJSON_Duplicate(r->figures, 1));
 	return o;
 }
 
