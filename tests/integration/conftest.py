@@ -15,16 +15,33 @@ Environment (set by ctest, see tests/CMakeLists.txt):
                  instrumented, then runs with both runtimes preloaded (LD_PRELOAD), and a
                  sanitizer report in a broker's log fails the test that started it. Leak
                  checking is off there (the broker is not ours); valgrind covers leaks.
+  TWIN_VALGRIND  "1" runs every broker a test starts (unless the test passes its own
+                 wrapper) under valgrind's memcheck, one log per broker run
+                 (<tmp_path>/brokerN/valgrind.R.log), with longer timeouts. When the
+                 test's brokers have stopped, a leak (definitely, indirectly or possibly
+                 lost) or an invalid access (read, write, free, uninitialised use) with
+                 a frame in the plugin or the store fails the test (valgrind_check.py
+                 says what counts). A run killed with SIGKILL has no leak check; its
+                 invalid accesses still count. Tests marked no_valgrind are skipped in
+                 this mode; valgrind_ci marks the subset ctest runs as
+                 integration.valgrind (tests/CMakeLists.txt). Not with TWIN_SANITIZE.
+  TWIN_VALGRIND_ARGS  more valgrind options for TWIN_VALGRIND, split at spaces (e.g.
+                 "--show-leak-kinds=all" to read the still-reachable blocks, which
+                 never fail a test, or "--track-origins=yes").
+
+Markers (registered below): no_valgrind(reason) and valgrind_ci.
 
 Running by hand, from the repository root:
 
   TWIN_PLUGIN=build/plugin/mosquitto_twin.so /usr/bin/python3 -m pytest -q tests/integration
+  TWIN_VALGRIND=1 TWIN_PLUGIN=... /usr/bin/python3 -m pytest -q -m valgrind_ci tests/integration
 """
 
 import functools
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,12 +52,18 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from valgrind_check import check_log, summary, valgrind_command
+
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = Path(
     os.environ.get("TWIN_PLUGIN", REPO / "build" / "plugin" / "mosquitto_twin.so")
 ).resolve()
 MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 SANITIZE = os.environ.get("TWIN_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE", "YES")
+VALGRIND = os.environ.get("TWIN_VALGRIND", "0").upper() in ("ON", "1", "TRUE", "YES")
+# Timeouts of brokers under valgrind (start, log lines, exit) are this much longer.
+VALGRIND_SLOWDOWN = 6
+VALGRIND_EXTRA_ARGS = os.environ.get("TWIN_VALGRIND_ARGS", "").split()
 
 DB_OPEN_LINE = "mosquitto-twin: database open at "
 # Logged after the broker installs its signal handlers, just before its main
@@ -55,6 +78,47 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Totals over the session, printed at the end of a TWIN_VALGRIND run.
+VALGRIND_STATS = {"runs": 0, "killed": 0, "no_cleanup": 0, "with_errors": 0, "findings": 0}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "no_valgrind(reason): cannot work with the broker under valgrind "
+        "(timing, throughput, huge loads); skipped when TWIN_VALGRIND=1",
+    )
+    config.addinivalue_line(
+        "markers",
+        "valgrind_ci: the subset ctest runs under valgrind (integration.valgrind)",
+    )
+    if VALGRIND and SANITIZE:
+        raise pytest.UsageError("TWIN_VALGRIND and TWIN_SANITIZE do not mix")
+    if VALGRIND and shutil.which("valgrind") is None:
+        raise pytest.UsageError("TWIN_VALGRIND=1 but valgrind is not installed")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not VALGRIND:
+        return
+    for item in items:
+        mark = item.get_closest_marker("no_valgrind")
+        if mark is not None:
+            reason = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"not under valgrind: {reason}"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if VALGRIND:
+        s = VALGRIND_STATS
+        terminalreporter.write_line(
+            f"valgrind: {s['runs']} broker runs checked; leak check skipped for "
+            f"{s['killed']} killed with SIGKILL and {s['no_cleanup']} exited without the "
+            f"plugin's cleanup; {s['with_errors']} with a nonzero ERROR SUMMARY (any code, "
+            f"leaks included); {s['findings']} findings in our code"
+        )
 
 
 def port_accepts(port):
@@ -102,11 +166,15 @@ class Broker:
     head: config lines placed first (e.g. "per_listener_settings true").
     config: config lines placed last (e.g. a second "plugin" line).
     wrapper: command prefix, e.g. ["valgrind", ...].
+    valgrind: run under memcheck with one log per run (valgrind_runs, checked
+        by valgrind_problems()); default: TWIN_VALGRIND and no wrapper.
     preexec_fn: run in the child before exec (e.g. to set resource limits).
     template: a function of the Broker returning the whole config text
         instead of the generated one (it must listen on broker.port).
     ready_timeout: seconds start() waits for the database line, the broker's
-        "running" line and the port to accept connections.
+        "running" line and the port to accept connections. Under valgrind or
+        another wrapper, this and the timeouts of wait_log(), wait_exit() and
+        stop() are VALGRIND_SLOWDOWN times longer.
 
     start() may be called again after stop(): same port, config and database,
     and the log keeps growing (log(since_start=True) gives the current run).
@@ -124,6 +192,7 @@ class Broker:
         preexec_fn=None,
         ready_timeout=10.0,
         template=None,
+        valgrind=None,
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +205,12 @@ class Broker:
         self.env = dict(env or {})
         self.preexec_fn = preexec_fn
         self.template = template
-        self.ready_timeout = ready_timeout
+        self.valgrind = (VALGRIND and not wrapper) if valgrind is None else valgrind
+        # Under any wrapper (valgrind) everything takes longer.
+        self.slowdown = VALGRIND_SLOWDOWN if (self.valgrind or self.wrapper) else 1
+        self.ready_timeout = ready_timeout * self.slowdown
+        # Under valgrind: one {"log": Path, "process": Popen, "killed": bool} per run.
+        self.valgrind_runs = []
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "broker.log"
         self.port = free_port()
@@ -189,15 +263,24 @@ class Broker:
             env.update(sanitizer_env())
         env.update(self.env)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        wrapper = self.wrapper
+        if self.valgrind:
+            vg_log = self.workdir / f"valgrind.{len(self.valgrind_runs)}.log"
+            wrapper = [*valgrind_command(vg_log, VALGRIND_EXTRA_ARGS), *wrapper]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [*self.wrapper, MOSQUITTO, "-c", str(self.conf_path)],
+                [*wrapper, MOSQUITTO, "-c", str(self.conf_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 env=env,
                 preexec_fn=self.preexec_fn,
+            )
+        if self.valgrind:
+            self.valgrind_runs.append(
+                {"log": vg_log, "process": self.process, "killed": False,
+                 "broker_log_offset": self._log_offset}
             )
 
     def _wait_ready(self, timeout):
@@ -217,6 +300,7 @@ class Broker:
 
     def wait_log(self, text, timeout=5.0):
         """Wait until text appears in the log of the current run."""
+        timeout *= self.slowdown
         deadline = time.monotonic() + timeout
         while text not in self.log(since_start=True):
             if time.monotonic() > deadline:
@@ -234,6 +318,7 @@ class Broker:
 
     def wait_exit(self, timeout=10.0):
         """Wait for the broker to exit on its own; its exit code, or fail with the log."""
+        timeout *= self.slowdown
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -248,6 +333,7 @@ class Broker:
         """
         if self.process is None:
             return None
+        timeout *= self.slowdown
         deadline = time.monotonic() + timeout
         while self.process.poll() is None and time.monotonic() < deadline:
             self.process.send_signal(signal.SIGTERM)
@@ -266,8 +352,46 @@ class Broker:
 
     def kill(self):
         if self.running:
+            if self.valgrind_runs and self.valgrind_runs[-1]["process"] is self.process:
+                self.valgrind_runs[-1]["killed"] = True
             self.process.kill()
             self.process.wait()
+
+    def valgrind_problems(self):
+        """Findings of ours in the valgrind logs of the runs that have ended.
+
+        Only invalid accesses count for a run that died of SIGKILL (kill(),
+        or from outside: valgrind had no leak check) and for a run that opened
+        the database and never closed it without being killed: mosquitto
+        2.0.11 exits without calling any plugin's cleanup when a later plugin
+        or listener fails to start (test_refuses_second_plugin_instance), so
+        the first instance's memory is abandoned by the broker, not leaked by
+        the plugin. A plugin that refuses to start before opening the
+        database must have freed what it allocated: its leaks count.
+        """
+        whole = self.log_path.read_bytes() if self.log_path.exists() else b""
+        problems = []
+        for i, run in enumerate(self.valgrind_runs):
+            rc = run["process"].poll()
+            if rc is None:
+                continue
+            killed = run["killed"] or rc == -signal.SIGKILL
+            later = [r["broker_log_offset"] for r in self.valgrind_runs[i + 1 :]]
+            broker_log = whole[run["broker_log_offset"] : later[0] if later else None].decode(
+                errors="replace"
+            )
+            no_cleanup = DB_OPEN_LINE in broker_log and CLOSED_LINE not in broker_log
+            VALGRIND_STATS["runs"] += 1
+            VALGRIND_STATS["killed"] += killed
+            VALGRIND_STATS["no_cleanup"] += no_cleanup and not killed
+            text = run["log"].read_text(errors="replace") if run["log"].exists() else ""
+            errors = summary(text)
+            if errors and errors[0]:
+                VALGRIND_STATS["with_errors"] += 1
+            found = check_log(run["log"], leaks=not (killed or no_cleanup))
+            VALGRIND_STATS["findings"] += len(found)
+            problems += [f"{self.workdir.name} run {i} ({run['log']}):\n{p}" for p in found]
+        return problems
 
     def sanitizer_reports(self):
         """Log lines where ASan or UBSan reported an error in this broker."""
@@ -292,15 +416,23 @@ def start_broker(tmp_path, plugin_path):
         return b.start(wait=wait)
 
     yield start
+    failures = []
     for b in brokers:
-        timeout = 60.0 if b.wrapper else 10.0
         try:
-            b.stop(timeout)
+            b.stop()
+        except pytest.fail.Exception as e:
+            failures.append(str(e))
         finally:
             b.kill()
     reports = [f"{b.workdir.name}: {ln}" for b in brokers for ln in b.sanitizer_reports()]
     if reports:
-        pytest.fail("sanitizer reports in broker logs:\n" + "\n".join(reports))
+        failures.append("sanitizer reports in broker logs:\n" + "\n".join(reports))
+    # Also after a failed stop: what valgrind saw until then counts.
+    vg = [p for b in brokers for p in b.valgrind_problems()]
+    if vg:
+        failures.append("valgrind findings in our code:\n\n" + "\n\n".join(vg))
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
 
 
 @pytest.fixture

@@ -89,6 +89,7 @@ def hub(start_broker):
         h._admin.close()
 
 
+@pytest.mark.valgrind_ci
 def test_sas_device_connects_and_uses_its_twin(hub):
     hub.create("dev1")
     d = hub.device("dev1")
@@ -193,6 +194,7 @@ def test_bad_credentials_get_connack_5_a_log_line_and_change_nothing(hub):
     hub.device("dev1").close()
 
 
+@pytest.mark.valgrind_ci
 def test_expired_token_closes_a_live_connection(hub):
     hub.create("dev1")
     d = hub.device("dev1", password=hub.token("dev1", ttl=2))
@@ -201,6 +203,7 @@ def test_expired_token_closes_a_live_connection(hub):
     assert "closing client dev1: its SAS token expired" in hub.broker.log()
 
 
+@pytest.mark.valgrind_ci
 def test_sighup_keeps_valid_connections_and_rechecks_them(hub):
     hub.create("dev1")
     d = hub.device("dev1")
@@ -223,6 +226,7 @@ def test_disabling_a_device_disconnects_it(hub):
     assert again.connack[0] == 5
 
 
+@pytest.mark.valgrind_ci
 def test_regenerating_keys_disconnects_the_device(hub):
     hub.create("dev1")
     d = hub.device("dev1")
@@ -230,6 +234,7 @@ def test_regenerating_keys_disconnects_the_device(hub):
     assert d.closed.wait(5)
 
 
+@pytest.mark.valgrind_ci
 def test_deleting_a_device_disconnects_it(hub):
     hub.create("dev1")
     token = hub.token("dev1")
@@ -240,6 +245,7 @@ def test_deleting_a_device_disconnects_it(hub):
     assert hub.device("dev1", password=token, refused_ok=True).connack[0] == 5
 
 
+@pytest.mark.valgrind_ci
 def test_policy_rights_are_enforced_per_command(hub):
     hub.create("dev1")
     service = hub.backend("service", SERVICE_KEY)
@@ -278,6 +284,7 @@ def test_gateway_policy_token_connects_a_device(hub, resource):
     d.close()
 
 
+@pytest.mark.valgrind_ci
 def test_device_isolation_between_two_sas_devices(hub):
     """Device A tries to reach B's C2D, telemetry, twin replies, the control
     API and the event stream; every attempt is denied and B sees nothing."""
@@ -345,6 +352,7 @@ def test_anonymous_clients_are_no_devices_in_sas_mode(hub):
     c.close()
 
 
+@pytest.mark.valgrind_ci
 def test_iothubowner_is_created_on_first_start_and_logged(start_broker):
     broker = start_broker(options={"auth": "sas", "hostname": HOST})
     log = broker.log()
@@ -406,6 +414,7 @@ def test_twin_token_credentials_work_with_mosquitto_clients(hub):
     assert json.loads(out) == {"fan": "on", "$version": 2}
 
 
+@pytest.mark.valgrind_ci
 def test_mqtt5_client_with_bad_token_gets_reason_code_0x87(hub):
     import threading
 
@@ -440,6 +449,7 @@ def test_open_mode_null_username_follows_allow_anonymous(start_broker, anonymous
         d.close()
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.parametrize(
     "options,line",
     [

@@ -6,7 +6,6 @@ exports only the three plugin entry points.
 """
 
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -17,6 +16,7 @@ from twin_clients import Backend, Client, Device
 
 from conftest import CLOSED_LINE, DB_OPEN_LINE, PLUGIN, REPO, SANITIZE, free_port
 from iothub_auth import Certs, device_username, new_key, sas_token
+from valgrind_check import check_log, valgrind_records
 
 PLUGIN_LINE = f"plugin {PLUGIN}"
 
@@ -48,6 +48,7 @@ def test_broker_shutdown_closes_database_cleanly(broker):
     assert "Environment Info" in stat.stdout
 
 
+@pytest.mark.valgrind_ci
 def test_database_survives_restart(start_broker, tmp_path):
     db = tmp_path / "shared-db"
     first = start_broker(options={"db_path": db, "map_size_mb": 8})
@@ -72,6 +73,7 @@ def test_refuses_per_listener_settings(start_broker):
     assert not (b.db_path / "data.mdb").exists()
 
 
+@pytest.mark.valgrind_ci
 def test_refuses_second_plugin_instance(start_broker, tmp_path):
     second_db = tmp_path / "second-db"
     b = start_broker(wait=False, config=[PLUGIN_LINE, f"plugin_opt_db_path {second_db}"])
@@ -79,6 +81,7 @@ def test_refuses_second_plugin_instance(start_broker, tmp_path):
     assert not second_db.exists()
 
 
+@pytest.mark.valgrind_ci
 def test_refuses_unknown_option(start_broker):
     b = start_broker(wait=False, options={"no_such_option": "1"})
     assert_refused(b, "mosquitto-twin: unknown option plugin_opt_no_such_option.")
@@ -89,6 +92,7 @@ def test_refuses_malformed_option_value(start_broker):
     assert_refused(b, "mosquitto-twin: plugin_opt_max_depth must be an integer")
 
 
+@pytest.mark.valgrind_ci
 def test_unwritable_db_path_fails_with_clear_log(start_broker, tmp_path):
     # A path below a regular file cannot be created, even by root.
     blocker = tmp_path / "not-a-directory"
@@ -113,36 +117,6 @@ def test_plugin_exports_only_entry_points():
         "mosquitto_plugin_init",
         "mosquitto_plugin_cleanup",
     }
-
-
-def valgrind_records(text):
-    """Valgrind's log split into records (one error or loss record each)."""
-    records, current = [], []
-    for line in text.splitlines():
-        body = re.sub(r"^==\d+==\s?", "", line)
-        if body.strip():
-            current.append(body)
-        elif current:
-            records.append("\n".join(current))
-            current = []
-    if current:
-        records.append("\n".join(current))
-    return records
-
-
-BAD_RECORD = re.compile(
-    r"definitely lost|Invalid (read|write|free)|Mismatched free|Source and destination overlap"
-)
-
-OUR_FRAME = re.compile(
-    r"mosquitto_twin\.so|: (mosquitto_plugin_|twin_|plg_|db_(?!_))\w* \(|"
-    + "|".join(re.escape(f"{REPO}/{d}/") for d in ("plugin", "store"))
-)
-
-
-def is_ours(record):
-    """A record whose stack passes through the plugin or the store."""
-    return OUR_FRAME.search(record) is not None
 
 
 def exercise_every_plugin_path(port):
@@ -194,40 +168,26 @@ def exercise_events_and_jobs(port, be):
 
 
 def valgrind_broker(start_broker, tmp_path, **kwargs):
-    """A broker with the plugin under valgrind's leak check, and its log path."""
+    """A broker with the plugin under valgrind's leak check (also without
+    TWIN_VALGRIND), and the log of its run."""
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind not installed (tools/install-deps installs it)")
-    vg_log = tmp_path / "valgrind.log"
-    b = start_broker(
-        wrapper=[
-            "valgrind",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite",
-            "--error-exitcode=99",
-            "--fullpath-after=",  # full source paths, to tell our frames apart
-            # The broker dlcloses the plugin before the leak check: keep its
-            # symbols, or leak stacks show "???" instead of our functions.
-            "--keep-debuginfo=yes",
-            "--num-callers=40",
-            f"--log-file={vg_log}",
-        ],
-        ready_timeout=60,
-        **kwargs,
-    )
-    return b, vg_log
+    b = start_broker(valgrind=True, **kwargs)
+    return b, b.valgrind_runs[-1]["log"]
 
 
 def assert_no_leaks_of_ours(b, vg_log):
-    rc = b.stop(timeout=60)
+    """Stop the broker; no leak or invalid access of ours in its valgrind log
+    (valgrind_check.py says what counts; the fixture checks it again)."""
+    rc = b.stop()
     assert CLOSED_LINE in b.log()
-    records = valgrind_records(vg_log.read_text())
-    bad = [r for r in records if BAD_RECORD.search(r) and is_ours(r)]
-    assert not bad, "\n\n".join(bad)
-    # 99: valgrind found errors, none of them ours (e.g. LMDB writing page padding).
-    assert rc in (0, 99), b.log()
-    assert any("ERROR SUMMARY" in r for r in records), vg_log.read_text()
+    problems = check_log(vg_log)
+    assert not problems, "\n\n".join(problems)
+    assert rc == 0, b.log()
+    assert any("ERROR SUMMARY" in r for r in valgrind_records(vg_log.read_text()))
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.skipif(SANITIZE, reason="ASan build: valgrind and ASan do not mix")
 def test_plugin_has_no_leaks_under_valgrind(start_broker, mqtt_client, tmp_path):
     b, vg_log = valgrind_broker(start_broker, tmp_path)
@@ -238,6 +198,7 @@ def test_plugin_has_no_leaks_under_valgrind(start_broker, mqtt_client, tmp_path)
     assert_no_leaks_of_ours(b, vg_log)
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.skipif(SANITIZE, reason="ASan build: valgrind and ASan do not mix")
 def test_plugin_has_no_leaks_under_valgrind_in_sas_mode(start_broker, tmp_path):
     """Authentication paths: SAS and X.509 devices, policy back ends, bad
@@ -283,6 +244,7 @@ def test_plugin_has_no_leaks_under_valgrind_in_sas_mode(start_broker, tmp_path):
         c.close()
     assert_no_leaks_of_ours(b, vg_log)
 
+@pytest.mark.valgrind_ci
 @pytest.mark.skipif(SANITIZE, reason="ASan build: valgrind and ASan do not mix")
 def test_plugin_has_no_leaks_under_valgrind_with_queries(start_broker, tmp_path):
     """Queries answered on the broker thread and on the worker (under

@@ -84,6 +84,7 @@ def external(start_broker, files):
     admin.close()
 
 
+@pytest.mark.valgrind_ci
 def test_external_mode_devices_authenticated_by_the_broker(external):
     broker, admin = external
     dev1 = Device(broker.port, "dev1", username="dev1", password="dev1-secret")
@@ -147,6 +148,7 @@ def dynsec_config(tmp_path):
     return path
 
 
+@pytest.mark.valgrind_ci
 def test_sas_mode_with_dynamic_security_loaded_second(start_broker, dynsec_config):
     import os
 

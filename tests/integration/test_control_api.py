@@ -38,6 +38,7 @@ def error(r, status, code):
 # --- devices ---------------------------------------------------------------
 
 
+@pytest.mark.valgrind_ci
 def test_create_device_generates_keys_and_an_empty_twin(be):
     dev = ok(be.command(command="createDevice", deviceId="d1"))
     assert dev["deviceId"] == "d1" and dev["status"] == "enabled"
@@ -99,6 +100,7 @@ def test_update_device_status_and_reason(be):
     assert (dev["status"], dev["statusReason"]) == ("disabled", "stolen")
 
 
+@pytest.mark.valgrind_ci
 def test_update_device_regenerates_keys(be):
     old = ok(be.command(command="createDevice", deviceId="d1"))["authentication"]
     new = ok(be.command(command="updateDevice", deviceId="d1", device={"authentication": {
@@ -114,6 +116,7 @@ def test_update_device_changes_auth_type(be):
     assert dev["authentication"]["type"] == "certificateAuthority"
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.parametrize("command", ["updateDevice", "deleteDevice"])
 def test_device_etag_rules(be, command):
     """An absent etag and "*" match anything; a stale one gets 412."""
@@ -129,6 +132,7 @@ def test_device_etag_rules(be, command):
         ok(be.command(command=command, deviceId="d1", **args))
 
 
+@pytest.mark.valgrind_ci
 def test_delete_device_deletes_its_twin(be):
     ok(be.command(command="createDevice", deviceId="d1"))
     r = be.command(command="deleteDevice", deviceId="d1")
@@ -137,6 +141,7 @@ def test_delete_device_deletes_its_twin(be):
     error(be.command(command="deleteDevice", deviceId="d1"), 404, 404001)
 
 
+@pytest.mark.valgrind_ci
 def test_list_devices_pages_with_a_continuation_token(be):
     ids = [f"d{i:02}" for i in range(7)]
     be.commands(*[{"command": "createDevice", "deviceId": i} for i in reversed(ids)])
@@ -174,6 +179,7 @@ def test_get_twin_has_metadata(be):
     assert "$lastUpdated" in twin["properties"]["reported"]["$metadata"]
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.parametrize("command", ["updateTwin", "replaceTwin"])
 def test_twin_etag_rules(be, command):
     ok(be.command(command="createDevice", deviceId="d1"))
@@ -187,6 +193,7 @@ def test_twin_etag_rules(be, command):
     ok(be.command(command=command, deviceId="d1", twin=body))
 
 
+@pytest.mark.valgrind_ci
 def test_update_twin_merges_tags_and_desired_and_notifies_the_patch(broker, be):
     ok(be.command(command="createDevice", deviceId="d1"))
     dev = Device(broker.port, "d1")
@@ -197,6 +204,7 @@ def test_update_twin_merges_tags_and_desired_and_notifies_the_patch(broker, be):
     dev.close()
 
 
+@pytest.mark.valgrind_ci
 def test_replace_twin_puts_tags_and_desired_and_notifies_nulls(broker, be):
     ok(be.command(command="createDevice", deviceId="d1", twin={
         "tags": {"old": 1}, "properties": {"desired": {"a": 1, "b": 2}}}))
@@ -210,6 +218,7 @@ def test_replace_twin_puts_tags_and_desired_and_notifies_nulls(broker, be):
     dev.close()
 
 
+@pytest.mark.valgrind_ci
 def test_twin_section_over_its_limit_is_403100(be):
     ok(be.command(command="createDevice", deviceId="d1"))
     big = {f"k{i}": "x" * 1000 for i in range(40)}
@@ -220,6 +229,7 @@ def test_twin_section_over_its_limit_is_403100(be):
 # --- requests --------------------------------------------------------------
 
 
+@pytest.mark.valgrind_ci
 def test_many_commands_in_one_request_each_get_a_response(be):
     cmds = [{"command": "createDevice", "deviceId": f"m{i}", "correlationData": i}
             for i in range(50)]
@@ -229,6 +239,7 @@ def test_many_commands_in_one_request_each_get_a_response(be):
     assert [r["status"] for r in rs] == [200] * 50 + [404]
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.parametrize(
     "payload,status,code,names",
     [
@@ -269,6 +280,7 @@ def test_bad_commands_name_the_field(be, cmd, field):
     assert field in error(r, 400, 400004)
 
 
+@pytest.mark.valgrind_ci
 def test_megabyte_request_is_413_and_the_connection_stays(be):
     payload = json.dumps({"commands": [{"command": "getTwin", "deviceId": "d", "pad": "x" * (1 << 20)}]})
     be.publish("$CONTROL/twin/v1", payload)
@@ -287,6 +299,7 @@ def test_spy_on_control_topics_sees_no_responses(broker, be):
     spy.close()
 
 
+@pytest.mark.valgrind_ci
 def test_mqtt5_response_topic_and_correlation_data_are_used(broker):
     got, subscribed = [], threading.Event()
     c = mqtt.Client(client_id="v5-backend", protocol=mqtt.MQTTv5)
@@ -323,6 +336,7 @@ def test_mqtt311_client_uses_the_default_response_topic(be):
 # --- rights (sas mode) -----------------------------------------------------
 
 
+@pytest.mark.valgrind_ci
 def test_registry_read_principal_cannot_write(start_broker):
     key = new_key()
     broker = start_broker(options={"auth": "sas", "hostname": HOST,

@@ -28,6 +28,7 @@ def desired_doc(device):
 # --- §5.3 desired notifications ---------------------------------------------
 
 
+@pytest.mark.valgrind_ci
 def test_desired_update_notifies_subscribed_device(broker):
     dev = Device(broker.port, "n1")
     Backend(broker.port).update_desired("n1", {"interval": 30, "mode": {"led": "on"}})
@@ -46,6 +47,7 @@ def test_desired_notification_body_is_patch_as_accepted_with_version_last(broker
     assert raw == '{"z":null,"a":1,"$version":3}'
 
 
+@pytest.mark.valgrind_ci
 def test_replace_notifies_full_document_with_nulls(broker):
     dev = Device(broker.port, "n3")
     be = Backend(broker.port)
@@ -106,6 +108,7 @@ def test_catchup_on_subscribe_after_missed_changes(broker):
     dev.nothing("$iothub/twin/PATCH/properties/desired/")
 
 
+@pytest.mark.valgrind_ci
 def test_catchup_on_reconnect_merges_offline_changes(broker):
     dev = Device(broker.port, "c2", clean_session=False)
     be = Backend(broker.port)
@@ -124,6 +127,7 @@ def test_catchup_on_reconnect_merges_offline_changes(broker):
     dev.nothing("$iothub/twin/PATCH/properties/desired/")
 
 
+@pytest.mark.valgrind_ci
 def test_resumed_session_resends_what_the_last_connection_was_sent(broker):
     """A notification may be lost in flight when a connection drops (QoS 0
     is never redelivered; QoS 1 redelivery under $iothub/ is refused), so a
@@ -190,6 +194,7 @@ def test_clean_session_forgets_subscriptions(broker):
     dev.nothing("$iothub/twin/PATCH/properties/desired/")
 
 
+@pytest.mark.valgrind_ci
 def test_subscriptions_survive_broker_restart(start_broker, tmp_path):
     """The official SDKs never re-subscribe: a resumed session must still be served."""
     broker = start_broker(config=["persistence true", f"persistence_location {tmp_path}/"])
@@ -222,6 +227,7 @@ def test_connection_state_follows_connect_and_disconnect(broker):
         time.sleep(0.05)
 
 
+@pytest.mark.valgrind_ci
 def test_connection_state_correct_after_takeover(broker):
     be = Backend(broker.port)
     old = Device(broker.port, "cs2")
@@ -242,6 +248,7 @@ def test_devices_marked_disconnected_after_broker_shutdown(start_broker):
     assert Backend(broker.port).twin("cs4")["connectionState"] == "Disconnected"
 
 
+@pytest.mark.valgrind_ci
 def test_devices_marked_disconnected_after_broker_crash(start_broker):
     broker = start_broker()
     Device(broker.port, "cs5")
@@ -274,6 +281,7 @@ def test_will_on_reply_topic_is_never_delivered(broker):
     victim.nothing("$iothub/", within=1.0)
 
 
+@pytest.mark.valgrind_ci
 def test_will_on_desired_topic_is_never_delivered(broker):
     victim = Device(broker.port, "victim2")
     spoofer = Device(
@@ -287,6 +295,7 @@ def test_will_on_desired_topic_is_never_delivered(broker):
     late.nothing("$iothub/", within=0.5)
 
 
+@pytest.mark.valgrind_ci
 def test_retained_request_is_answered_and_nothing_is_retained(broker):
     dev = Device(broker.port, "r1")
     dev.publish("$iothub/twin/GET/?$rid=9", "", retain=True)
@@ -319,6 +328,7 @@ def test_control_response_goes_only_to_requester(broker):
 # --- control API errors (the rest comes with the control API issue) -----------
 
 
+@pytest.mark.valgrind_ci
 def test_control_errors_are_reported_in_the_payload(broker):
     be = Backend(broker.port)
     Device(broker.port, "ce1")
@@ -363,6 +373,7 @@ def test_twin_survives_restart_with_versions_continuing(start_broker):
     assert topic.endswith("&$version=7")
 
 
+@pytest.mark.valgrind_ci
 def test_map_full_grows_the_map_in_the_broker(start_broker):
     broker = start_broker(options={"map_size_mb": "1"})
     blob = "x" * 4000
@@ -375,6 +386,7 @@ def test_map_full_grows_the_map_in_the_broker(start_broker):
     assert "commit failed" not in broker.log()
 
 
+@pytest.mark.valgrind_ci
 def test_failed_commit_answers_500_and_changes_nothing(start_broker, tmp_path):
     """A commit that cannot write (file size limit, as on a full disk) turns the
     batch's replies into 500 errors; nothing of it is applied."""
@@ -428,6 +440,7 @@ def _stream_patches(port, device_id, acked, stop):
         pass  # the broker died under us
 
 
+@pytest.mark.no_valgrind(reason="kills the broker 0.3-1 s after start; under valgrind no PATCH is acknowledged that soon")
 @pytest.mark.parametrize("cycle", range(5))
 def test_kill9_loses_no_acknowledged_patch(start_broker, cycle):
     broker = start_broker()

@@ -71,6 +71,7 @@ class Subscriber(Client):
         return got
 
 
+@pytest.mark.valgrind_ci
 def test_change_log_numbers_every_change_once_in_order(broker):
     sub = Subscriber(broker.port)
     be = Backend(broker.port, "events/admin")
@@ -138,6 +139,7 @@ def test_event_bodies_follow_protocol_section_9(broker):
     sub.close()
 
 
+@pytest.mark.valgrind_ci
 def test_event_v5_subscribers_get_user_properties(broker):
     got = queue.Queue()
     c = mqtt.Client(client_id="events-v5", protocol=mqtt.MQTTv5)
@@ -190,6 +192,7 @@ def test_rejected_changes_leave_no_entry(broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_stream_and_replay_together_see_every_change_exactly_once(broker):
     """A subscriber that joins mid-stream plus getChanges from an old number
     see every change once: the follow pattern of `twinctl events --follow`."""
@@ -216,6 +219,7 @@ def test_stream_and_replay_together_see_every_change_exactly_once(broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_change_log_continues_across_restart(broker):
     be = Backend(broker.port, "events/admin")
     for i in range(5):
@@ -232,6 +236,7 @@ def test_change_log_continues_across_restart(broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_change_log_after_kill_9_has_every_acknowledged_change_and_no_other(broker):
     be = Backend(broker.port, "events/admin")
     ids = [f"c{i}" for i in range(8)]
@@ -287,6 +292,7 @@ def test_change_log_after_kill_9_has_every_acknowledged_change_and_no_other(brok
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_change_log_retention_trims_oldest_by_count(start_broker):
     broker = start_broker(options={"changes_max_count": 50})
     be = Backend(broker.port, "events/admin")
@@ -309,6 +315,7 @@ def test_change_log_retention_trims_oldest_by_count(start_broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_get_changes_rejects_bad_arguments(broker):
     be = Backend(broker.port, "events/admin")
     for bad in ({"fromSequence": 0}, {"fromSequence": "1"}, {"limit": 1001}, {"limit": 0}, {"opType": "nope"}, {"deviceId": 5}):
@@ -317,6 +324,7 @@ def test_get_changes_rejects_bad_arguments(broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_device_cannot_subscribe_to_events_or_read_changes(hub):  # noqa: F811
     hub.create("dx")
     dev = hub.device("dx")

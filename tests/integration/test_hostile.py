@@ -26,6 +26,7 @@ def status_of(topic):
     return int(topic.split("/")[3])
 
 
+@pytest.mark.valgrind_ci
 def test_rate_limit_answers_429_beyond_the_configured_rate(start_broker):
     broker = start_broker(options={"device_rate_limit": 5, "device_rate_burst": 5})
     dev = Device(broker.port, "flood")
@@ -53,6 +54,7 @@ def test_rate_limit_is_off_by_default(broker):
     dev.close()
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.parametrize("value", ["0", "-1", "fast", "1000001"])
 def test_bad_rate_limit_option_stops_the_broker(start_broker, value):
     broker = start_broker(options={"device_rate_limit": value}, wait=False)
@@ -60,6 +62,7 @@ def test_bad_rate_limit_option_stops_the_broker(start_broker, value):
     assert "plugin_opt_device_rate_limit" in broker.log()
 
 
+@pytest.mark.valgrind_ci
 def test_payload_of_256_kb_is_refused_and_changes_nothing(broker):
     dev = Device(broker.port, "big")
     before = dev.get()
@@ -73,6 +76,7 @@ def test_payload_of_256_kb_is_refused_and_changes_nothing(broker):
     dev.close()
 
 
+@pytest.mark.valgrind_ci
 def test_rid_of_64_kb_gets_400_with_an_empty_rid_and_is_not_executed(broker):
     dev = Device(broker.port, "rid")
     before = dev.get()
@@ -89,6 +93,7 @@ def test_rid_of_64_kb_gets_400_with_an_empty_rid_and_is_not_executed(broker):
     dev.close()
 
 
+@pytest.mark.valgrind_ci
 def test_topics_at_the_mqtt_length_limit_are_handled(broker):
     dev = Device(broker.port, "long")
     # The longest topic name MQTT allows: a $rid far over the limit.
@@ -164,6 +169,7 @@ def test_a_reader_that_never_reads_is_bounded_by_the_broker_queue(start_broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_connect_disconnect_loop_leaves_the_broker_serving_and_the_log_exact(broker):
     be = Backend(broker.port, "hostile/admin")
     be.command(command="createDevice", deviceId="loop")
@@ -179,6 +185,7 @@ def test_connect_disconnect_loop_leaves_the_broker_serving_and_the_log_exact(bro
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_device_id_with_wildcards_cannot_subscribe_to_c2d_of_others(broker):
     """An id of '+' is a valid deviceId, but in a filter it matches every
     device: such ids cannot use devices/{id}/ topics (PROTOCOL.md §7)."""
@@ -195,6 +202,7 @@ def test_device_id_with_wildcards_cannot_subscribe_to_c2d_of_others(broker):
         c.close()
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.parametrize("command", ["updateTwin", "replaceTwin", "getTwin", "updateDevice", "deleteDevice", "createDevice"])
 @pytest.mark.parametrize("length", [129, 300, 5000])
 def test_device_ids_over_128_bytes_get_400_from_every_command(broker, command, length):
@@ -207,6 +215,7 @@ def test_device_ids_over_128_bytes_get_400_from_every_command(broker, command, l
     be.close()
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.parametrize(
     "cmd",
     [

@@ -99,6 +99,7 @@ def test_job_updates_every_matching_twin_once_and_notifies_connected_devices(bro
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_job_scheduled_in_the_future_waits_for_its_start_time(broker):
     be = Backend(broker.port, "jobs/admin")
     create_fleet(be, 20, lambda i: {"k": 1})
@@ -114,6 +115,7 @@ def test_job_scheduled_in_the_future_waits_for_its_start_time(broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_job_cancelled_mid_run_stops_and_its_counts_add_up(broker):
     be = Backend(broker.port, "jobs/admin")
     create_fleet(be, 10000, lambda i: {"k": 1})
@@ -157,6 +159,7 @@ def test_job_resumes_after_kill_9_without_applying_any_device_twice(broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_job_etag_mismatch_fails_that_device_only(broker):
     be = Backend(broker.port, "jobs/admin")
     create_fleet(be, 3, lambda i: {"k": 1})
@@ -169,6 +172,7 @@ def test_job_etag_mismatch_fails_that_device_only(broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.parametrize(
     "bad",
     [
@@ -194,6 +198,7 @@ def test_job_create_rejects_bad_specs_and_creates_nothing(broker, bad):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_job_errors_name_missing_and_duplicate_jobs(broker):
     be = Backend(broker.port, "jobs/admin")
     assert be.command(command="getJob", jobId="none")["status"] == 404
@@ -205,6 +210,7 @@ def test_job_errors_name_missing_and_duplicate_jobs(broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_job_syntax_error_gives_the_position_in_the_condition(broker):
     be = Backend(broker.port, "jobs/admin")
     r = be.command(**spec("s", "tags.site = ", {"a": 1}))
@@ -212,6 +218,7 @@ def test_job_syntax_error_gives_the_position_in_the_condition(broker):
     be.close()
 
 
+@pytest.mark.valgrind_ci
 def test_device_and_registry_policy_cannot_create_jobs(hub):  # noqa: F811
     hub.create("jd")
     dev = hub.device("jd")
@@ -262,6 +269,7 @@ def test_twinctl_twin_update_with_query_runs_a_job_and_waits(broker):
 TWIN_BENCH = os.environ.get("TWIN_BENCH")
 
 
+@pytest.mark.no_valgrind(reason="load test: 10,000 twins and 200 devices through twin-bench")
 @pytest.mark.skipif(not TWIN_BENCH, reason="TWIN_BENCH not set (ctest sets it)")
 def test_job_over_10000_twins_while_200_devices_run_get_and_patch(broker, tmp_path):
     """twin-bench's job scenario: 200 devices do GET/PATCH round trips while a

@@ -111,6 +111,7 @@ def test_query_and_with_a_reported_number(be, fleet):
     assert ids(query(be, q)["items"]) == ["dev1", "dev3"]
 
 
+@pytest.mark.valgrind_ci
 def test_query_in_list(be, fleet):
     q = "SELECT * FROM devices WHERE properties.reported.connectivity IN ['wired', 'wifi']"
     assert ids(query(be, q)["items"]) == ["dev0", "dev1"]
@@ -118,6 +119,7 @@ def test_query_in_list(be, fleet):
     assert query(be, q)["items"] == [{"deviceId": "dev3"}]  # undefined is neither
 
 
+@pytest.mark.valgrind_ci
 def test_query_projection_with_alias_omits_undefined(be, fleet):
     q = "SELECT deviceId, properties.reported.fw AS fw FROM devices WHERE IS_DEFINED(properties.reported.fw)"
     assert query(be, q)["items"] == [{"deviceId": "dev0", "fw": "1.2"}, {"deviceId": "dev1", "fw": "2.1"}]
@@ -130,6 +132,7 @@ def test_query_count_without_group_by_is_one_row(be, fleet):
     assert query(be, "SELECT COUNT() AS total FROM devices WHERE status = 'nope'")["items"] == [{"total": 0}]
 
 
+@pytest.mark.valgrind_ci
 def test_query_group_by_counts_each_value(be, fleet):
     q = ("SELECT properties.reported.telemetryConfig.status AS status, COUNT() AS numberOfDevices "
          "FROM devices GROUP BY properties.reported.telemetryConfig.status")
@@ -153,6 +156,7 @@ def test_query_bracketed_name_and_escaped_string(be, fleet):
     assert query(be, q)["items"] == [{"deviceId": "dev2"}]
 
 
+@pytest.mark.valgrind_ci
 def test_query_aggregates_use_numbers_only(be, fleet):
     q = ("SELECT AVG(properties.reported.temp) AS avgT, MAX(properties.reported.temp) AS maxT, "
          "MIN(properties.reported.temp) AS minT, SUM(properties.reported.temp) AS sumT, "
@@ -166,6 +170,7 @@ def test_query_not_is_defined_or_less_than(be, fleet):
     assert ids(query(be, q)["items"]) == ["dev0", "dev2", "dev3", "dev4"]
 
 
+@pytest.mark.valgrind_ci
 def test_query_metadata_and_version_paths(be, fleet):
     q = ("SELECT deviceId, properties.desired.$version AS v, properties.reported.$metadata.fw AS m "
          "FROM devices WHERE deviceId = 'dev0'")
@@ -179,6 +184,7 @@ def test_query_devices_modules_has_no_rows(be, fleet):
     assert query(be, "SELECT * FROM devices.modules")["items"] == []
 
 
+@pytest.mark.valgrind_ci
 def test_query_syntax_error_names_the_position(be):
     message = query_error(be, "SELECT * FROM devices WHERE")
     assert "27" in message
@@ -186,6 +192,7 @@ def test_query_syntax_error_names_the_position(be):
     query_error(be, "SELECT * FROM devices ORDER BY deviceId")
 
 
+@pytest.mark.valgrind_ci
 def test_query_bad_arguments_are_400(be):
     for cmd in ({"command": "query"}, {"command": "query", "query": 5},
                 {"command": "query", "query": "SELECT * FROM devices", "pageSize": 0},
@@ -195,6 +202,7 @@ def test_query_bad_arguments_are_400(be):
         assert (r["status"], r["error"]["code"]) == (400, 400004), r
 
 
+@pytest.mark.valgrind_ci
 def test_query_continuation_token_of_another_query_is_400(be, fleet):
     token = query(be, "SELECT * FROM devices", pageSize=2)["continuationToken"]
     assert token
@@ -216,6 +224,7 @@ def test_query_default_page_size_is_100(be):
     assert len(data["items"]) == 100 and data["continuationToken"]
 
 
+@pytest.mark.valgrind_ci
 def test_query_paging_with_writes_between_pages_has_no_duplicates_or_gaps(be):
     ids_all = [f"pg{i:05d}" for i in range(2500)]
     create_many(be, ids_all, lambda d: {"tags": {"n": int(d[2:])}})
@@ -265,6 +274,7 @@ def test_query_needs_no_more_than_a_syntax_check_for_errors_in_one_request(be, f
     assert (bad["status"], bad["error"]["code"]) == (400, 400004)
 
 
+@pytest.mark.no_valgrind(reason="20,000 twins and a GET latency bound (median < 50 ms)")
 def test_query_over_many_twins_leaves_devices_served(be, broker):
     """A GROUP BY over 20,000 twins runs while a device keeps doing GETs:
     every GET is answered, none waits anywhere near the query's length."""
@@ -299,6 +309,7 @@ def test_query_over_many_twins_leaves_devices_served(be, broker):
     assert waits[len(waits) // 2] < 0.05, waits[-5:]
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.skipif(not TWINCTL, reason="TWINCTL not set (ctest sets it)")
 def test_twinctl_query_follows_pages_and_prints_one_array(be, broker):
     create_many(be, [f"t{i:03d}" for i in range(300)], lambda d: {"tags": {"site": ["north", "south", "east"][int(d[1:]) % 3]}})

@@ -79,6 +79,7 @@ def self_signed(primary, secondary=None):
     }
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.parametrize("digest", ["sha1", "sha256"])
 def test_x509_self_signed_device_by_thumbprint(hub, certs, digest):
     hub.create("dev-self", self_signed(Certs.thumbprint(certs.dev_self[0], digest)))
@@ -115,6 +116,7 @@ def test_x509_ca_device_with_cn_equal_to_device_id(hub, certs):
     d.close()
 
 
+@pytest.mark.valgrind_ci
 @pytest.mark.parametrize("which", ["dev_ca_other", "dev_ca_forged"])
 def test_x509_ca_device_needs_a_ca_issued_cn_match(hub, certs, which):
     """Another device's certificate, and a self-signed one that claims the
