@@ -87,6 +87,13 @@ def fleet(be, broker):
         topic, _ = d.patch(reported)
         assert topic.startswith("$iothub/twin/res/204/"), topic
         d.close()
+    # DISCONNECT reaches the plugin a loop iteration later: wait, so that
+    # twins read now and later agree on connectionState.
+    deadline = time.monotonic() + 30
+    for device_id in reports:
+        while be.twin(device_id)["connectionState"] != "Disconnected":
+            assert time.monotonic() < deadline, device_id
+            time.sleep(0.02)
     return reports
 
 
