@@ -65,6 +65,7 @@ def big_patch(i):
     return {f"k{j}": f"{i}:{BLOB}" for j in range(7)}
 
 
+@pytest.mark.valgrind_ci
 def test_disk_full_answers_500_and_recovers_without_restart(start_broker, small_disk):
     db = small_disk / "twins"
     broker = start_broker(options={"db_path": str(db), "map_size_mb": 64})

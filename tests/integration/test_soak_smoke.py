@@ -45,6 +45,7 @@ def soak(broker, tmp_path, *args):
     return r.returncode, doc, r.stdout, r.stderr
 
 
+@pytest.mark.valgrind_ci
 def test_soak_runs_clean_and_reports_the_broker_rss(start_broker, tmp_path):
     broker = start_broker()
     rc, doc, table, err = soak(
