@@ -12,8 +12,9 @@
 #include "twin/changes.h"
 #include "twin/json.h"
 
-#define CHANGES_ACTOR_MAX 1700 /* a type and two 128-byte names, escaped (6 bytes each at worst)   \
-	                        */
+/* An actor's JSON text: a type and two 128-byte names, escaped (6 bytes
+ * each at worst). */
+#define CHANGES_ACTOR_MAX 1700
 
 /* The log's state inside a store (db.h). */
 typedef struct changes_state {
