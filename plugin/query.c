@@ -62,6 +62,8 @@ struct plg_qreq {
 	void *corr;
 	uint16_t corr_len;
 	plg_qjob **jobs;
+	plg_qjob **walk; /* room for a copy of jobs, made before the commit so
+	                    that starting the jobs after it needs no memory */
 	size_t njobs, pending;
 	struct plg_qreq *next;
 };
@@ -214,6 +216,7 @@ static void req_free(plg_qreq *r)
 	for (size_t i = 0; i < r->njobs; i++)
 		job_free(r->jobs[i]);
 	free(r->jobs);
+	free(r->walk);
 	cJSON_Delete(r->out);
 	free(r->client_id);
 	free(r->topic);
@@ -308,7 +311,9 @@ void plg_query_defer(plg_ctx *ctx, cJSON *out, const char *client_id, const char
 	r->topic = strdup(topic);
 	r->qos = qos > 1 ? 1 : qos;
 	r->corr = corr ? malloc(corr_len ? corr_len : 1) : NULL;
-	if (r->client_id == NULL || r->topic == NULL || (corr != NULL && r->corr == NULL)) {
+	r->walk = malloc(r->njobs * sizeof(*r->walk));
+	if (r->client_id == NULL || r->topic == NULL || (corr != NULL && r->corr == NULL) ||
+	    r->walk == NULL) {
 		req_free(r);
 		plg_lost(ctx, "the control response to", client_id);
 		return;
@@ -409,13 +414,11 @@ static void to_worker(struct plg_queries *qs, plg_qjob *first, plg_qjob **last_n
 static void req_start(plg_ctx *ctx, plg_qreq *r, plg_qjob ***tail)
 {
 	size_t n = r->njobs;
-	plg_qjob **jobs = malloc(n * sizeof(*jobs));
+	plg_qjob **jobs = r->walk;
 
-	if (jobs == NULL) {
-		req_free(r); /* out of memory: the requester times out */
-		return;
-	}
-	/* job_done frees r with its last job: walk a copy. */
+	/* job_done frees r with its last job: walk a copy, which r no longer
+	 * owns. */
+	r->walk = NULL;
 	memcpy(jobs, r->jobs, n * sizeof(*jobs));
 	for (size_t i = 0; i < n; i++) {
 		if (job_start(ctx, jobs[i])) {
