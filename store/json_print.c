@@ -255,6 +255,11 @@ static int print_value(twin_buf *b, const cJSON *item)
 	}
 }
 
+int twin_json_print_string_append(twin_buf *b, const char *s)
+{
+	return print_string(b, s);
+}
+
 int twin_json_print_append(twin_buf *b, const cJSON *item)
 {
 	size_t mark = b->len;

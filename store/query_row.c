@@ -5,7 +5,8 @@
  * Only what a path names is read: tags, desired and reported are scanned as
  * stored text (json_scan.h), the identity is read only for identity fields,
  * and section views are spliced from stored text rather than parsed and
- * printed. Top-level names and desired/reported match case-insensitively,
+ * printed; only $metadata, stored without inherited stamps, is parsed and
+ * rebuilt. Top-level names and desired/reported match case-insensitively,
  * names below them exactly (§8.2).
  */
 #include <stdio.h>
@@ -88,7 +89,7 @@ static char *section_text(const MDB_val *rec, int with_meta, size_t *len)
 	const char *data, *meta;
 	size_t dlen, mlen, n = 0, cap = 0;
 	int64_t version;
-	char *buf = NULL;
+	char *buf = NULL, *full;
 	twin_buf b = {0};
 
 	if (!rec_split(rec, &version, &data, &dlen, &meta, &mlen) || dlen < 2)
@@ -102,13 +103,15 @@ static char *section_text(const MDB_val *rec, int with_meta, size_t *len)
 		}
 		return buf;
 	}
-	if (!twin_buf_put(&b, data, dlen - 1) || (dlen > 2 && !twin_buf_put(&b, ",", 1)) ||
-	    !twin_buf_put(&b, "\"$metadata\":", 12) || !twin_buf_put(&b, meta, mlen) ||
-	    !twin_buf_put(&b, "}", 1) ||
+	full = rec_meta_text(data, dlen, meta, mlen, &mlen);
+	if (full == NULL || !twin_buf_put(&b, data, dlen - 1) ||
+	    (dlen > 2 && !twin_buf_put(&b, ",", 1)) || !twin_buf_put(&b, "\"$metadata\":", 12) ||
+	    !twin_buf_put(&b, full, mlen) || !twin_buf_put(&b, "}", 1) ||
 	    !rec_append_with_version(&buf, &n, &cap, b.data, b.len, version)) {
 		free(buf);
 		buf = NULL;
 	}
+	cJSON_free(full);
 	cJSON_free(b.data);
 	*len = n;
 	return buf;
@@ -135,10 +138,17 @@ static int section_lookup(q_row *row, int kind, const q_path *p, size_t from, q_
 		return 0;
 	}
 	if (kind != ROW_T && strcmp(p->seg[from], "$metadata") == 0) {
-		if (mlen > 0 &&
-		    json_scan_path(meta, mlen, p->seg + from + 1, p->n - from - 1, &v, &vlen))
-			q_val_from_text(v, vlen, out);
-		return 0;
+		/* Stored without inherited stamps: the whole tree is rebuilt. */
+		char *full = mlen > 0 ? rec_meta_text(data, dlen, meta, mlen, &len) : NULL;
+		int rc = 0;
+
+		if (mlen > 0 && full == NULL)
+			return -1;
+		if (full != NULL &&
+		    json_scan_path(full, len, p->seg + from + 1, p->n - from - 1, &v, &vlen))
+			rc = owned_text(copy_of(v, vlen), vlen, out);
+		cJSON_free(full);
+		return rc;
 	}
 	if (json_scan_path(data, dlen, p->seg + from, p->n - from, &v, &vlen))
 		q_val_from_text(v, vlen, out);

@@ -19,20 +19,6 @@
 #include "registry_record.h"
 #include "twin_records.h"
 
-twin_err registry_record_decode(const MDB_val *v, twin_identity *out, twin_error *err)
-{
-	identity_record rec;
-
-	if (v->mv_size != sizeof(rec))
-		return twin_error_set(err, TWIN_E_STORAGE, "Storage error: bad identity record.");
-	memcpy(&rec, v->mv_data, sizeof(rec));
-	if (rec.format != REGISTRY_FORMAT)
-		return twin_error_set(err, TWIN_E_STORAGE,
-		                      "Storage error: unknown identity format.");
-	*out = rec.id;
-	return TWIN_OK;
-}
-
 static const char *auth_names[] = {
         [TWIN_AUTH_SAS] = "sas",
         [TWIN_AUTH_SELF_SIGNED] = "selfSigned",
@@ -238,12 +224,10 @@ static twin_err load_identity(twin_store *s, const char *device_id, twin_identit
 
 static twin_err store_identity(twin_store *s, const twin_identity *id, twin_error *err)
 {
-	identity_record rec;
+	unsigned char rec[REGISTRY_RECORD_MAX];
+	size_t n = registry_record_encode(id, rec);
 
-	memset(&rec, 0, sizeof(rec));
-	rec.format = REGISTRY_FORMAT;
-	rec.id = *id;
-	return db_put(s, DB_DEVICES, id->device_id, strlen(id->device_id), &rec, sizeof(rec), err);
+	return db_put(s, DB_DEVICES, id->device_id, strlen(id->device_id), rec, n, err);
 }
 
 twin_err twin_device_get(twin_store *s, const char *device_id, twin_identity *out, twin_error *err)

@@ -10,7 +10,9 @@
  *     int64 $version | uint32 data length | data JSON | metadata JSON
  *
  * with data and metadata as separate compact JSON texts: the device GET
- * body is spliced from the two data texts without parsing anything.
+ * body is spliced from the two data texts without parsing anything. The
+ * metadata text leaves out every stamp a node shares with its parent
+ * (store/doc_meta.c); rec_load_section and rec_meta_text put them back.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +153,8 @@ twin_err rec_load_section(twin_store *s, const char *device_id, char kind, rec_s
 	rc = parse_stored(data, dlen, &sec->data);
 	if (rc == TWIN_OK && mlen > 0)
 		rc = parse_stored(meta, mlen, &sec->meta);
+	if (rc == TWIN_OK && cJSON_IsObject(sec->meta) && cJSON_IsObject(sec->data))
+		rc = twin_meta_expand(sec->meta, sec->data); /* stored compact */
 	if (rc == TWIN_E_NOMEM) {
 		rec_section_free(sec);
 		return twin_error_set(err, rc, "Out of memory.");
@@ -161,6 +165,21 @@ twin_err rec_load_section(twin_store *s, const char *device_id, char kind, rec_s
 		return rec_corrupt(err, device_id);
 	}
 	return TWIN_OK;
+}
+
+char *rec_meta_text(const char *data, size_t dlen, const char *meta, size_t mlen, size_t *len)
+{
+	cJSON *d = NULL, *m = NULL;
+	char *text = NULL;
+
+	if (parse_stored(data, dlen, &d) == TWIN_OK && parse_stored(meta, mlen, &m) == TWIN_OK &&
+	    cJSON_IsObject(m) && twin_meta_expand(m, d) == TWIN_OK)
+		text = twin_json_print(m);
+	cJSON_Delete(d);
+	cJSON_Delete(m);
+	if (text != NULL)
+		*len = strlen(text);
+	return text;
 }
 
 twin_err twin_desired_version(twin_store *s, const char *device_id, int64_t *version,
@@ -241,7 +260,7 @@ twin_err rec_store_section(twin_store *s, const char *device_id, char kind, cons
 	if (ok)
 		record_mark_data_end(b);
 	if (ok && sec->meta != NULL)
-		ok = twin_json_print_append(b, sec->meta);
+		ok = twin_meta_print_compact(b, sec->meta);
 	return put_record(s, device_id, kind, ok, err);
 }
 

@@ -79,6 +79,11 @@ twin_err rec_corrupt(twin_error *err, const char *device_id);
 int rec_split(const MDB_val *v, int64_t *version, const char **data, size_t *dlen,
               const char **meta, size_t *mlen);
 
+/* The whole metadata text of a section from its stored data and compact
+ * metadata texts (rec_split), in a new string the caller frees with
+ * cJSON_free; *len is its length. NULL when out of memory or corrupt. */
+char *rec_meta_text(const char *data, size_t dlen, const char *meta, size_t mlen, size_t *len);
+
 /* Load / store a section, and the twin version. Loads need db_read_begin
  * or a batch; stores need a batch and fail it on any error (store.h). */
 twin_err rec_load_section(twin_store *s, const char *device_id, char kind, rec_section *sec,

@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "twin/error.h"
+#include "twin/json.h"
 #include "twin/limits.h"
 
 typedef enum twin_section {
@@ -81,6 +82,18 @@ cJSON *twin_meta_touched(const cJSON *meta, const cJSON *patch);
 /* Build the metadata tree of a replaced section: every node of data stamped
  * with st (§4.1, "a replace stamps every node"). NULL when out of memory. */
 cJSON *twin_meta_stamp_all(const cJSON *data, const twin_stamp *st);
+
+/* Append meta as stored (store/doc_meta.c): each node with only the stamps
+ * it does not share with its parent, and without the nodes left empty.
+ * 1 on success; 0 when out of memory or meta is not an object, and then b
+ * is as it was. */
+int twin_meta_print_compact(twin_buf *b, const cJSON *meta);
+
+/* Undo twin_meta_print_compact in place: give every node of data a
+ * metadata node and every node its parent's stamps where it has none, so
+ * meta is again the whole tree twin_doc_merge keeps. Full trees come back
+ * unchanged. On TWIN_E_NOMEM meta is partly filled; the caller drops it. */
+twin_err twin_meta_expand(cJSON *meta, const cJSON *data);
 
 /* Remove null members from doc's objects, recursively (replace drops them). */
 void twin_doc_drop_nulls(cJSON *doc);

@@ -55,6 +55,10 @@ int twin_buf_put(twin_buf *b, const void *bytes, size_t n);
  * or when the tree holds an invalid item, and then b is as it was. */
 int twin_json_print_append(twin_buf *b, const cJSON *item);
 
+/* Append s as a JSON string literal, escaped as cJSON escapes it. 1 on
+ * success, 0 when out of memory. */
+int twin_json_print_string_append(twin_buf *b, const char *s);
+
 /* The compact JSON text of item in a new string the caller frees with
  * cJSON_free, as cJSON_PrintUnformatted's; NULL when out of memory or for an
  * invalid item. */

@@ -462,6 +462,167 @@ static void test_metadata_replace_stamps_every_node(void **state)
 	cJSON_Delete(meta);
 }
 
+/* Metadata as stored (store/doc_meta.c): without inherited stamps. */
+
+static char *compact_text(const cJSON *meta)
+{
+	twin_buf b = {0};
+
+	assert_true(twin_meta_print_compact(&b, meta));
+	return b.data;
+}
+
+/* Print meta compactly, read it back against data, and compare with the
+ * whole tree. */
+static void assert_compact_round_trip(const cJSON *data, const cJSON *meta)
+{
+	char *want = twin_json_print(meta), *compact = compact_text(meta), *got;
+	cJSON *back = test_json(compact);
+
+	assert_int_equal(twin_meta_expand(back, data), TWIN_OK);
+	got = twin_json_print(back);
+	assert_string_equal(got, want);
+	cJSON_free(want);
+	cJSON_free(compact);
+	cJSON_free(got);
+	cJSON_Delete(back);
+}
+
+static void test_metadata_stored_without_inherited_stamps(void **state)
+{
+	cJSON *data = test_json("{}"), *meta = twin_meta_new_section();
+	char *compact;
+
+	(void)state;
+	merge_meta(data, meta, "{\"a\":{\"b\":1,\"c\":[1]},\"x\":true}", stamp(T1, 0));
+	compact = compact_text(meta);
+	assert_string_equal(compact, "{\"$lastUpdated\":\"2024-05-01T08:15:30.1234567Z\"}");
+	cJSON_free(compact);
+	merge_meta(data, meta, "{\"a\":{\"b\":2}}", stamp(T2, 0));
+	compact = compact_text(meta);
+	assert_string_equal(compact,
+	                    "{\"$lastUpdated\":\"2024-05-02T00:00:00.0000001Z\","
+	                    "\"a\":{\"c\":{\"$lastUpdated\":\"2024-05-01T08:15:30.1234567Z\"}},"
+	                    "\"x\":{\"$lastUpdated\":\"2024-05-01T08:15:30.1234567Z\"}}");
+	cJSON_free(compact);
+	assert_compact_round_trip(data, meta);
+	cJSON_Delete(data);
+	cJSON_Delete(meta);
+}
+
+static void test_metadata_stored_desired_versions_inherited(void **state)
+{
+	cJSON *data = test_json("{}"), *meta = twin_meta_new_section();
+	char *compact;
+
+	(void)state;
+	merge_meta(data, meta, "{\"a\":{\"b\":1},\"c\":2}", stamp(T1, 2));
+	merge_meta(data, meta, "{\"c\":3}", stamp(T2, 3));
+	compact = compact_text(meta);
+	assert_string_equal(compact, "{\"$lastUpdated\":\"2024-05-02T00:00:00.0000001Z\","
+	                             "\"$lastUpdatedVersion\":3,"
+	                             "\"a\":{\"$lastUpdated\":\"2024-05-01T08:15:30.1234567Z\","
+	                             "\"$lastUpdatedVersion\":2}}");
+	cJSON_free(compact);
+	assert_compact_round_trip(data, meta);
+	cJSON_Delete(data);
+	cJSON_Delete(meta);
+}
+
+static void test_metadata_stored_in_full_reads_back_unchanged(void **state)
+{
+	/* Records written before the compact encoding hold every stamp. */
+	const char *full = "{\"$lastUpdated\":\"2024-05-02T00:00:00.0000001Z\","
+	                   "\"$lastUpdatedVersion\":3,"
+	                   "\"a\":{\"$lastUpdated\":\"2024-05-02T00:00:00.0000001Z\","
+	                   "\"$lastUpdatedVersion\":3,"
+	                   "\"b\":{\"$lastUpdated\":\"2024-05-02T00:00:00.0000001Z\","
+	                   "\"$lastUpdatedVersion\":3}}}";
+	cJSON *data = test_json("{\"a\":{\"b\":1}}"), *meta = test_json(full);
+
+	(void)state;
+	assert_int_equal(twin_meta_expand(meta, data), TWIN_OK);
+	test_assert_json(meta, full);
+	cJSON_Delete(data);
+	cJSON_Delete(meta);
+}
+
+static void test_metadata_stored_keeps_a_missing_stamp_missing(void **state)
+{
+	cJSON *data = test_json("{\"a\":{\"b\":1}}");
+	cJSON *meta =
+	        test_json("{\"$lastUpdated\":\"2024-05-01T08:15:30.1234567Z\","
+	                  "\"a\":{\"b\":{\"$lastUpdated\":\"2024-05-01T08:15:30.1234567Z\"}}}");
+	char *compact = compact_text(meta);
+
+	(void)state;
+	assert_string_equal(compact, "{\"$lastUpdated\":\"2024-05-01T08:15:30.1234567Z\","
+	                             "\"a\":{\"$lastUpdated\":null,"
+	                             "\"b\":{\"$lastUpdated\":\"2024-05-01T08:15:30.1234567Z\"}}}");
+	cJSON_free(compact);
+	assert_compact_round_trip(data, meta);
+	cJSON_Delete(data);
+	cJSON_Delete(meta);
+}
+
+/* A small deterministic generator for random patches. */
+static unsigned long long rng_state = 88172645463325252ULL;
+
+static unsigned rnd(unsigned n)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (unsigned)(rng_state % n);
+}
+
+static cJSON *random_patch(int depth)
+{
+	static const char *keys[] = {"a", "b", "c", "d", "e"};
+	cJSON *p = cJSON_CreateObject();
+	unsigned n = 1 + rnd(3);
+
+	for (unsigned i = 0; i < n; i++) {
+		const char *k = keys[rnd(5)];
+		unsigned kind = rnd(depth < 3 ? 6 : 4);
+		cJSON *v = kind == 0   ? cJSON_CreateNull()
+		           : kind == 1 ? cJSON_CreateNumber(rnd(100))
+		           : kind == 2 ? cJSON_CreateString("s")
+		           : kind == 3 ? cJSON_CreateArray()
+		                       : random_patch(depth + 1);
+
+		if (cJSON_GetObjectItemCaseSensitive(p, k) != NULL)
+			cJSON_Delete(v);
+		else
+			cJSON_AddItemToObject(p, k, v);
+	}
+	return p;
+}
+
+static void test_metadata_stored_round_trips_after_any_merges(void **state)
+{
+	static const char *times[] = {"2024-05-01T00:00:00.0000001Z",
+	                              "2024-05-01T00:00:01.0000001Z",
+	                              "2024-05-01T00:00:02.0000001Z"};
+
+	(void)state;
+	for (int run = 0; run < 200; run++) {
+		int64_t version = run % 2 ? 1 : 0; /* desired-like and reported-like */
+		cJSON *data = test_json("{}"), *meta = twin_meta_new_section();
+
+		for (int step = 0; step < 12; step++) {
+			cJSON *patch = random_patch(1);
+			twin_stamp st = stamp(times[rnd(3)], version ? ++version : 0);
+
+			assert_int_equal(twin_doc_merge(data, meta, patch, &st), TWIN_OK);
+			cJSON_Delete(patch);
+			assert_compact_round_trip(data, meta);
+		}
+		cJSON_Delete(data);
+		cJSON_Delete(meta);
+	}
+}
+
 static void test_timestamp_format_has_seven_digits(void **state)
 {
 	char ts[TWIN_TIMESTAMP_MAX];
@@ -543,6 +704,11 @@ int main(void)
 	        cmocka_unit_test(test_metadata_delete_removes_subtree_and_stamps_parent),
 	        cmocka_unit_test(test_metadata_never_written_section),
 	        cmocka_unit_test(test_metadata_replace_stamps_every_node),
+	        cmocka_unit_test(test_metadata_stored_without_inherited_stamps),
+	        cmocka_unit_test(test_metadata_stored_desired_versions_inherited),
+	        cmocka_unit_test(test_metadata_stored_in_full_reads_back_unchanged),
+	        cmocka_unit_test(test_metadata_stored_keeps_a_missing_stamp_missing),
+	        cmocka_unit_test(test_metadata_stored_round_trips_after_any_merges),
 	        cmocka_unit_test(test_timestamp_format_has_seven_digits),
 	        cmocka_unit_test(test_replace_notification_nulls_removed_keys),
 	        cmocka_unit_test(test_replace_notification_object_replaced_by_primitive),

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "registry_record.h" /* the stored form */
 #include "test_support.h"
 #include "twin/doc.h"
 #include "twin/registry.h"
@@ -1220,6 +1221,93 @@ static void test_list_devices_refuses_bad_max_and_tokens(void **state)
 	}
 }
 
+/* The stored form of an identity (store/registry_record.c). */
+
+static twin_identity full_identity(void)
+{
+	twin_identity id;
+
+	memset(&id, 0, sizeof(id));
+	memset(id.device_id, 'd', TWIN_DEVICE_ID_MAX);
+	strcpy(id.generation_id, "638012345678901234");
+	id.etag_counter = 7;
+	id.enabled = 1;
+	memset(id.status_reason, 'r', TWIN_STATUS_REASON_MAX);
+	id.status_updated = 1234567;
+	id.auth_type = TWIN_AUTH_CA;
+	memset(id.primary_key, 'k', TWIN_SYM_KEY_B64_MAX);
+	memset(id.secondary_key, 'K', TWIN_SYM_KEY_B64_MAX);
+	memset(id.primary_thumbprint, 'A', TWIN_THUMBPRINT_MAX);
+	memset(id.secondary_thumbprint, 'B', TWIN_THUMBPRINT_MAX);
+	id.connected = 1;
+	id.connection_state_updated = -5;
+	id.last_activity = INT64_MAX;
+	memset(id.model_id, 'm', TWIN_MODEL_ID_MAX);
+	return id;
+}
+
+static void test_identity_record_round_trips_every_field_at_its_maximum(void **state)
+{
+	unsigned char rec[REGISTRY_RECORD_MAX];
+	twin_identity id = full_identity(), back;
+	MDB_val v = {registry_record_encode(&id, rec), rec};
+
+	(void)state;
+	assert_true(v.mv_size <= REGISTRY_RECORD_MAX);
+	assert_int_equal(registry_record_decode(&v, &back, NULL), TWIN_OK);
+	assert_identity_equal(&back, &id);
+}
+
+static void test_identity_record_is_as_long_as_its_strings(void **state)
+{
+	unsigned char rec[REGISTRY_RECORD_MAX];
+	twin_identity id;
+	twin_error err;
+	MDB_val v;
+
+	(void)state;
+	assert_int_equal(twin_device_get(db.s, "d-sas", &id, &err), TWIN_E_NOT_FOUND);
+	assert_int_equal(twin_device_create(db.s, "d-sas", NULL, NULL, &err), TWIN_OK);
+	assert_int_equal(twin_device_get(db.s, "d-sas", &id, &err), TWIN_OK);
+	v.mv_size = registry_record_encode(&id, rec);
+	v.mv_data = rec;
+	/* Two 44-character keys, a 5-character id and the numbers. */
+	assert_true(v.mv_size < 200);
+}
+
+static void test_identity_record_of_format_1_is_still_read(void **state)
+{
+	identity_record_v1 old;
+	twin_identity back;
+	MDB_val v = {sizeof(old), &old};
+
+	(void)state;
+	memset(&old, 0, sizeof(old));
+	old.format = REGISTRY_FORMAT_1;
+	old.id = full_identity();
+	assert_int_equal(registry_record_decode(&v, &back, NULL), TWIN_OK);
+	assert_identity_equal(&back, &old.id);
+	v.mv_size--;
+	assert_int_equal(registry_record_decode(&v, &back, NULL), TWIN_E_STORAGE);
+}
+
+static void test_identity_record_cut_or_padded_is_refused(void **state)
+{
+	unsigned char rec[REGISTRY_RECORD_MAX + 1];
+	twin_identity id = full_identity(), back;
+	size_t n = registry_record_encode(&id, rec);
+	MDB_val v = {0, rec};
+
+	(void)state;
+	for (v.mv_size = 0; v.mv_size < n; v.mv_size++)
+		assert_int_equal(registry_record_decode(&v, &back, NULL), TWIN_E_STORAGE);
+	v.mv_size = n + 1;
+	assert_int_equal(registry_record_decode(&v, &back, NULL), TWIN_E_STORAGE);
+	rec[0] ^= 0x40; /* another format tag */
+	v.mv_size = n;
+	assert_int_equal(registry_record_decode(&v, &back, NULL), TWIN_E_STORAGE);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1255,6 +1343,10 @@ int main(void)
 	        T(test_list_devices_continues_after_a_deleted_device),
 	        T(test_list_devices_of_an_empty_registry),
 	        T(test_list_devices_refuses_bad_max_and_tokens),
+	        T(test_identity_record_round_trips_every_field_at_its_maximum),
+	        T(test_identity_record_is_as_long_as_its_strings),
+	        T(test_identity_record_of_format_1_is_still_read),
+	        T(test_identity_record_cut_or_padded_is_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
