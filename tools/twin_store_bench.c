@@ -2,7 +2,8 @@
  * twin_store_bench.c - twin-store-bench: size, start-up and cold-read cost of
  * the twin store at fleet scale, measured on the store alone (no broker).
  *
- *   twin-store-bench load --db DIR -n N [--batch B] [--no-view] [--json FILE]
+ *   twin-store-bench load --db DIR -n N [--batch B] [--changes-max-count C] [--no-view]
+ *                         [--json FILE]
  *   twin-store-bench open --db DIR [--drop-caches] [--json FILE]
  *   twin-store-bench get  --db DIR -n SAMPLES [--drop-caches] [--seed S] [--json FILE]
  *   twin-store-bench query --db DIR -q QUERY [-n RUNS] [--json FILE]
@@ -21,6 +22,10 @@
  *         compactly, $metadata included; a separate pass, not in the load
  *         time), data.mdb's size, LMDB's pages in use, and the bytes per
  *         record kind, so a ratio that misses its goal says what dominates.
+ *         The load writes three change-log entries per device; with
+ *         --changes-max-count C the log is trimmed to C entries after every
+ *         commit, as the broker's retention (plugin_opt_changes_max_count)
+ *         keeps it, otherwise all of them stay.
  *   open  times what the plugin does at start (plugin/entry.c):
  *         twin_store_open, twin_registry_reset_connections and a commit.
  *   get   times SAMPLES twin_get_device_body calls (the device GET) on
@@ -41,6 +46,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +57,7 @@
 #include <cjson/cJSON.h>
 #include <lmdb.h>
 
+#include "twin/changes.h"
 #include "twin/query.h"
 #include "twin/registry.h"
 #include "twin/store.h"
@@ -68,7 +75,7 @@ static const char *const table_names[TABLE_COUNT] = {"devices", "twins", "polici
 
 typedef struct bench_args {
 	const char *db, *json, *query;
-	unsigned long n, batch;
+	unsigned long n, batch, changes_max;
 	uint64_t seed;
 	int drop_caches, view;
 } bench_args;
@@ -440,6 +447,15 @@ static int view_pass(twin_store *s, unsigned long n, uint64_t *view, uint64_t *b
 	return 0;
 }
 
+/* Keep at most max change-log entries (0: all), in one committed batch. */
+static int trim_log(twin_store *s, unsigned long max, twin_error *err)
+{
+	if (max == 0)
+		return 0;
+	return twin_changes_trim(s, max, 0, SIZE_MAX, NULL, err) != TWIN_OK ||
+	       twin_store_commit(s, err) != TWIN_OK;
+}
+
 static int cmd_load(const bench_args *a)
 {
 	char path[4096];
@@ -461,7 +477,7 @@ static int cmd_load(const bench_args *a)
 	for (unsigned long i = 1; i <= a->n; i++) {
 		if (load_device(s, i, sections, &err) != TWIN_OK ||
 		    ((i % a->batch == 0 || i == a->n) &&
-		     (twin_store_commit(s, &err) != TWIN_OK ||
+		     (twin_store_commit(s, &err) != TWIN_OK || trim_log(s, a->changes_max, &err) ||
 		      twin_store_maintain(s, &err) != TWIN_OK))) {
 			twin_store_close(s);
 			return fail("load", &err);
@@ -488,6 +504,8 @@ static int cmd_load(const bench_args *a)
 	printf("\n  data.mdb %.1f MB, LMDB pages in use %.1f MB\n", u.file_bytes / 1e6,
 	       used_bytes(&u) / 1e6);
 	printf("  ratio data.mdb / JSON written %.2f", (double)u.file_bytes / written);
+	printf(" (identities and twins alone %.2f)",
+	       (double)((u.table_pages[0] + u.table_pages[1]) * u.page_size) / written);
 	if (a->view)
 		printf(", / service view %.2f", (double)u.file_bytes / view);
 	printf("\n");
@@ -496,6 +514,7 @@ static int cmd_load(const bench_args *a)
 	cJSON_AddStringToObject(o, "command", "load");
 	cJSON_AddNumberToObject(o, "twins", (double)a->n);
 	cJSON_AddNumberToObject(o, "batch", (double)a->batch);
+	cJSON_AddNumberToObject(o, "changes_max_count", (double)a->changes_max);
 	cJSON_AddNumberToObject(o, "load_ms", ms);
 	cJSON_AddNumberToObject(o, "twins_per_s", a->n / (ms / 1e3));
 	cJSON_AddNumberToObject(o, "json_written_bytes", (double)written);
@@ -783,7 +802,8 @@ out:
 
 static int usage(FILE *f)
 {
-	fprintf(f, "usage: " PROG " load --db DIR -n N [--batch B] [--no-view] [--json FILE]\n"
+	fprintf(f, "usage: " PROG " load --db DIR -n N [--batch B] [--changes-max-count C] "
+	           "[--no-view] [--json FILE]\n"
 	           "       " PROG " open --db DIR [--drop-caches] [--json FILE]\n"
 	           "       " PROG " get  --db DIR -n SAMPLES [--drop-caches] [--seed S] "
 	           "[--json FILE]\n"
@@ -802,15 +822,17 @@ static int parse_ulong(const char *s, unsigned long *out)
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {{"db", required_argument, NULL, 'd'},
-	                                         {"batch", required_argument, NULL, 'b'},
-	                                         {"json", required_argument, NULL, 'j'},
-	                                         {"seed", required_argument, NULL, 's'},
-	                                         {"drop-caches", no_argument, NULL, 'C'},
-	                                         {"no-view", no_argument, NULL, 'V'},
-	                                         {"help", no_argument, NULL, 'h'},
-	                                         {"query", required_argument, NULL, 'q'},
-	                                         {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {
+	        {"db", required_argument, NULL, 'd'},
+	        {"batch", required_argument, NULL, 'b'},
+	        {"json", required_argument, NULL, 'j'},
+	        {"seed", required_argument, NULL, 's'},
+	        {"drop-caches", no_argument, NULL, 'C'},
+	        {"no-view", no_argument, NULL, 'V'},
+	        {"changes-max-count", required_argument, NULL, 'm'},
+	        {"help", no_argument, NULL, 'h'},
+	        {"query", required_argument, NULL, 'q'},
+	        {NULL, 0, NULL, 0}};
 	bench_args a = {.batch = 1000, .seed = 1, .view = 1};
 	char path[4096];
 	unsigned long seed;
@@ -852,6 +874,10 @@ int main(int argc, char **argv)
 			break;
 		case 'V':
 			a.view = 0;
+			break;
+		case 'm':
+			if (!parse_ulong(optarg, &a.changes_max))
+				return usage(stderr);
 			break;
 		case 'h':
 			return usage(stdout);
