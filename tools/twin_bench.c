@@ -5,7 +5,7 @@
  *   twin-bench [-h HOST] [-p PORT] [--scenario LIST] [-k LIST] [--qos LIST]
  *              [--warmup S] [--duration S] [-n N] [--timeout S]
  *              [--connection-string CS] [--prefix STR] [--json FILE]
- *              [--rate R] [--broker-pid PID]
+ *              [--rate R] [--broker-pid PID] [--echo-bytes B]
  *
  * For every k and QoS, echo runs first and then get and patch against the
  * same broker, so each twin row has its baseline from the same run; then
@@ -43,7 +43,7 @@ static int usage(FILE *f)
 	        "usage: twin-bench [-h HOST] [-p PORT] [--scenario LIST] [-k LIST] [--qos LIST]\n"
 	        "                  [--warmup S] [--duration S] [-n N] [--timeout S]\n"
 	        "                  [--connection-string CS] [--prefix STR] [--json FILE]\n"
-	        "                  [--rate R] [--broker-pid PID]\n"
+	        "                  [--rate R] [--broker-pid PID] [--echo-bytes B]\n"
 	        "  --scenario  echo,get,patch,desired-fanout,connect-storm,job or all (default);\n"
 	        "              or soak alone (not in all)\n"
 	        "  -k          clients of echo/get/patch (default 1,32,256); the largest is\n"
@@ -62,6 +62,8 @@ static int usage(FILE *f)
 	        "  --prefix    device id prefix (default bench-)\n"
 	        "  --json      also write the results as JSON into FILE\n"
 	        "  --rate      soak: operations per second, all devices together (default 200)\n"
+	        "  --echo-bytes  echo: payload bytes (16-4096, default 200), e.g. the size\n"
+	        "              of a GET reply, to tell payload size from plugin cost\n"
 	        "  --broker-pid  soak: sample this broker's RSS (/proc/PID/status) and check\n"
 	        "              its open file limit; a soak of 10 min wants --warmup 120\n"
 	        "              --duration 600 (the twins are seeded before the warm-up)\n"
@@ -192,6 +194,10 @@ static const char *apply_option(int c, const char *arg, bench_conf *conf, char *
 		return parse_seconds(arg, &conf->soak_rate, 0.1)
 		               ? "--rate takes operations per second"
 		               : NULL;
+	case 'e':
+		return parse_int(arg, &conf->echo_bytes, 16, BENCH_ECHO_BYTES_MAX)
+		               ? "--echo-bytes takes 16 to 4096"
+		               : NULL;
 	case 'b':
 		return parse_int(arg, &conf->broker_pid, 1, 0x7fffffff) ? "--broker-pid takes a pid"
 		                                                        : NULL;
@@ -236,6 +242,7 @@ static int parse_args(int argc, char **argv, bench_conf *conf)
 	        {"prefix", required_argument, NULL, 'P'},
 	        {"rate", required_argument, NULL, 'r'},
 	        {"broker-pid", required_argument, NULL, 'b'},
+	        {"echo-bytes", required_argument, NULL, 'e'},
 	        {"help", no_argument, NULL, 'H'},
 	        {NULL, 0, NULL, 0},
 	};
@@ -365,6 +372,7 @@ int main(int argc, char **argv)
 	        .n_soak = 10000,
 	        .k_job = 200,
 	        .soak_rate = 200,
+	        .echo_bytes = 200,
 	        .prefix = "bench-",
 	};
 	bench_result *results;

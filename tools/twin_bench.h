@@ -64,6 +64,8 @@ typedef enum bench_scenario {
 #define BENCH_SOAK_NAME "soak"
 
 /* The command line, and the device keys in sas mode. */
+#define BENCH_ECHO_BYTES_MAX 4096
+
 typedef struct bench_conf {
 	const char *host;
 	int port;
@@ -74,6 +76,7 @@ typedef struct bench_conf {
 	int n_fanout, n_storm, n_job, n_soak;
 	int k_job;        /* devices doing round trips during the job */
 	double soak_rate; /* soak: operations per second, all devices together */
+	int echo_bytes;   /* echo: payload size (BENCH_ECHO_BYTES_MAX at most) */
 	int broker_pid;   /* soak: sample this process's RSS; 0 none */
 	const char *json_path;
 	const char *prefix; /* device ids are {prefix}{number} */

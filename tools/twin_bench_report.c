@@ -186,6 +186,7 @@ int bench_report_json(const char *path, const bench_conf *conf, const char *star
 	cJSON_AddStringToObject(doc, "mode", conf->sas ? "sas" : "open");
 	cJSON_AddNumberToObject(doc, "warmup_s", conf->warmup);
 	cJSON_AddNumberToObject(doc, "duration_s", conf->duration);
+	cJSON_AddNumberToObject(doc, "echo_bytes", conf->echo_bytes);
 	runs = cJSON_AddArrayToObject(doc, "runs");
 	for (int i = 0; i < n; i++)
 		cJSON_AddItemToArray(runs, row_json(&r[i]));

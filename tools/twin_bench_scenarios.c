@@ -2,7 +2,7 @@
  * twin_bench_scenarios.c - the closed-loop scenarios: k clients, each with
  * exactly one request outstanding, for --warmup then --duration seconds.
  *
- *   echo   publish 200 bytes to bench/echo/{clientid}, which the client
+ *   echo   publish 200 bytes (--echo-bytes) to bench/echo/{clientid}, which the client
  *          subscribes to: the broker's own relay cost, the BASELINE
  *   get    $iothub/twin/GET/?$rid=N            → res/200/?$rid=N
  *   patch  $iothub/twin/PATCH/properties/reported/?$rid=N, ~200 bytes of
@@ -27,7 +27,6 @@
 #include "twin_bench.h"
 
 #define CONNECT_WINDOW  256 /* CONNECTs in flight while setting up */
-#define ECHO_BYTES      200
 #define TWIN_RES_PREFIX "$iothub/twin/res/"
 #define TIMEOUT_SCAN_NS 100000000ULL
 
@@ -85,7 +84,7 @@ static void echo_topic(const bench_client *c, char *out, size_t size)
 /* Send the next request of client c (the seed when seeding). */
 static void send_request(loop_run *r, bench_client *c, int seeding)
 {
-	char topic[TWIN_DEVICE_ID_MAX + 80], payload[512];
+	char topic[TWIN_DEVICE_ID_MAX + 80], payload[BENCH_ECHO_BYTES_MAX + 1];
 	const char *body = payload;
 	int len = 0;
 
@@ -94,8 +93,8 @@ static void send_request(loop_run *r, bench_client *c, int seeding)
 	case BENCH_ECHO:
 		echo_topic(c, topic, sizeof(topic));
 		snprintf(payload, sizeof(payload), "%016" PRIx64, c->rid);
-		memset(payload + 16, 'x', ECHO_BYTES - 16);
-		len = ECHO_BYTES;
+		len = c->pool->conf->echo_bytes;
+		memset(payload + 16, 'x', (size_t)len - 16);
 		break;
 	case BENCH_GET:
 		snprintf(topic, sizeof(topic), "$iothub/twin/GET/?$rid=%" PRIu64, c->rid);
@@ -145,7 +144,7 @@ static int parse_reply(loop_run *r, bench_client *c, const struct mosquitto_mess
 	if (r->kind != BENCH_ECHO)
 		return bench_parse_twin_reply(m->topic, status, rid);
 	echo_topic(c, topic, sizeof(topic));
-	if (strcmp(m->topic, topic) != 0 || m->payloadlen != ECHO_BYTES)
+	if (strcmp(m->topic, topic) != 0 || m->payloadlen != c->pool->conf->echo_bytes)
 		return -1;
 	memcpy(hex, m->payload, 16);
 	hex[16] = '\0';

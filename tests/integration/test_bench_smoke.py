@@ -66,7 +66,7 @@ def test_every_scenario_reports_a_row_per_k_and_qos_in_open_mode(start_broker, t
         "-n", "50",
     )
     assert doc["host"] == "127.0.0.1" and doc["port"] == broker.port
-    assert doc["started"] and doc["mode"] == "open"
+    assert doc["started"] and doc["mode"] == "open" and doc["echo_bytes"] == 200
     runs = by_key(doc["runs"])
     for k in (1, 4):
         for qos in (0, 1):
@@ -90,6 +90,19 @@ def test_every_scenario_reports_a_row_per_k_and_qos_in_open_mode(start_broker, t
         assert row["ratio_to_echo"] > 0, row
     for scenario in CLOSED_LOOP + FLEET:
         assert any(line.startswith(scenario + " ") for line in table.splitlines()), table
+
+
+def test_echo_bytes_sets_the_echo_payload(start_broker, tmp_path):
+    broker = start_broker()
+    doc, _, _ = bench(
+        broker.port, tmp_path, "--scenario", "echo", "-k", "2", "--qos", "1", *TINY,
+        "--echo-bytes", "915",
+    )
+    assert doc["echo_bytes"] == 915
+    assert_sane(by_key(doc["runs"])[("echo", 2, 1)])
+    for wrong in ("15", "4097", "x"):
+        r = subprocess.run([TWIN_BENCH, "--echo-bytes", wrong], capture_output=True, text=True)
+        assert r.returncode == 2 and "--echo-bytes" in r.stderr, r.stderr
 
 
 def test_sas_mode_creates_the_devices_and_connects_them_with_tokens(start_broker, tmp_path):
