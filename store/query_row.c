@@ -117,6 +117,33 @@ static char *section_text(const MDB_val *rec, int with_meta, size_t *len)
 	return buf;
 }
 
+/* A stamp under $metadata, read from the compact text without rebuilding
+ * it: seg[0..n-1) names a data node and seg[n-1] the stamp. The stamp is
+ * the one of the deepest node on the way that writes it down (a null
+ * there is an absence, store/doc_meta.c). 1 and the value's span when
+ * defined, 0 when not, -1 when seg does not end in a stamp. */
+static int meta_stamp(const char *data, size_t dlen, const char *meta, size_t mlen,
+                      char *const *seg, size_t n, const char **v, size_t *vlen)
+{
+	const char *node, *sv;
+	size_t nlen, svlen;
+	int have = 0;
+
+	if (n == 0 || (strcmp(seg[n - 1], "$lastUpdated") != 0 &&
+	               strcmp(seg[n - 1], "$lastUpdatedVersion") != 0))
+		return -1;
+	if (!json_scan_path(data, dlen, seg, n - 1, &node, &nlen))
+		return 0; /* no such node: no metadata either */
+	for (size_t k = 0; k < n && json_scan_path(meta, mlen, seg, k, &node, &nlen); k++) {
+		if (!json_scan_path(node, nlen, seg + n - 1, 1, &sv, &svlen))
+			continue; /* inherited */
+		have = !(svlen == 4 && memcmp(sv, "null", 4) == 0);
+		*v = sv;
+		*vlen = svlen;
+	}
+	return have;
+}
+
 static int section_lookup(q_row *row, int kind, const q_path *p, size_t from, q_val *out)
 {
 	const char *data, *meta, *v;
@@ -138,14 +165,23 @@ static int section_lookup(q_row *row, int kind, const q_path *p, size_t from, q_
 		return 0;
 	}
 	if (kind != ROW_T && strcmp(p->seg[from], "$metadata") == 0) {
-		/* Stored without inherited stamps: the whole tree is rebuilt. */
-		char *full = mlen > 0 ? rec_meta_text(data, dlen, meta, mlen, &len) : NULL;
-		int rc = 0;
+		/* Stored without inherited stamps: a stamp is found on the way
+		 * down, anything bigger needs the whole tree rebuilt. */
+		int rc = mlen > 0 ? meta_stamp(data, dlen, meta, mlen, p->seg + from + 1,
+		                               p->n - from - 1, &v, &vlen)
+		                  : 0;
+		char *full;
 
-		if (mlen > 0 && full == NULL)
+		if (rc >= 0) {
+			if (rc == 1)
+				q_val_from_text(v, vlen, out);
+			return 0;
+		}
+		full = rec_meta_text(data, dlen, meta, mlen, &len);
+		rc = 0;
+		if (full == NULL)
 			return -1;
-		if (full != NULL &&
-		    json_scan_path(full, len, p->seg + from + 1, p->n - from - 1, &v, &vlen))
+		if (json_scan_path(full, len, p->seg + from + 1, p->n - from - 1, &v, &vlen))
 			rc = owned_text(copy_of(v, vlen), vlen, out);
 		cJSON_free(full);
 		return rc;

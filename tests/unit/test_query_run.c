@@ -1011,6 +1011,50 @@ static void test_query_sections_match_twin_get(void **state)
 	}
 }
 
+/* $metadata is stored without inherited stamps (store/doc_meta.c); every
+ * stamp a query reads, inherited or written down, is the one twin_get
+ * shows, and so is every metadata node. */
+static void test_query_metadata_stored_compact_reads_like_the_view(void **state)
+{
+	static const char *const paths[] = {
+	        "properties.reported.$metadata.$lastUpdated",
+	        "properties.reported.$metadata.a.$lastUpdated",
+	        "properties.reported.$metadata.a.x.$lastUpdated",
+	        "properties.reported.$metadata.a.y.$lastUpdated",
+	        "properties.reported.$metadata.a.z.$lastUpdated",
+	        "properties.reported.$metadata.b.$lastUpdated",
+	        "properties.reported.$metadata.a",
+	        "properties.desired.$metadata.$lastUpdatedVersion",
+	        "properties.desired.$metadata.p.$lastUpdated",
+	        "properties.desired.$metadata.p.$lastUpdatedVersion",
+	        "properties.desired.$metadata.p.q.$lastUpdatedVersion",
+	        "properties.desired.$metadata.p.r.$lastUpdatedVersion",
+	        "properties.desired.$metadata.p.r.$lastUpdated",
+	        "properties.desired.$metadata.p",
+	};
+
+	(void)state;
+	create_ok("m");
+	reported_ok("m", "{\"a\":{\"x\":1,\"y\":2,\"z\":{\"deep\":true}}}");
+	update_ok("m", "{\"properties\":{\"desired\":{\"p\":{\"q\":1,\"r\":2}}}}");
+	commit_ok();
+	test_now += SECOND;
+	reported_ok("m", "{\"a\":{\"y\":3},\"b\":4}");
+	update_ok("m", "{\"properties\":{\"desired\":{\"p\":{\"r\":3}}}}");
+	commit_ok();
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		assert_path_like_view("m", paths[i]);
+	assert_ids("SELECT deviceId FROM devices "
+	           "WHERE properties.reported.$metadata.a.x.$lastUpdated < "
+	           "properties.reported.$metadata.a.y.$lastUpdated",
+	           0, "m");
+	assert_ids("SELECT deviceId FROM devices "
+	           "WHERE IS_DEFINED(properties.reported.$metadata.nope.$lastUpdated) "
+	           "OR IS_DEFINED(properties.reported.$metadata.a.x.y.$lastUpdated) "
+	           "OR IS_DEFINED(properties.reported.$metadata.a.$lastUpdatedVersion)",
+	           0, "");
+}
+
 static void test_query_metadata_and_version_paths(void **state)
 {
 	(void)state;
@@ -1946,6 +1990,7 @@ int main(void)
 	        T(test_query_select_star_after_reported_only_write),
 	        T(test_query_projection_of_every_field_matches_twin_get),
 	        T(test_query_sections_match_twin_get),
+	        T(test_query_metadata_stored_compact_reads_like_the_view),
 	        T(test_query_metadata_and_version_paths),
 	        T(test_query_identity_fields_of_new_device),
 	        T(test_query_identity_fields_follow_identity),
