@@ -226,7 +226,7 @@ static const char *bad_option(char **argv, char *buf, size_t n)
 }
 
 int twinctl_parse(twinctl_conf *conf, int argc, char **argv, const struct option *opts,
-                  const char *help, int (*on_option)(void *arg, int val, const char *optarg),
+                  const char *help, int (*on_option)(void *arg, int val, const char *value),
                   void *arg, const char **pos, int max_pos, int *npos)
 {
 	struct option all[MAX_OPTIONS];

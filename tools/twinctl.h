@@ -76,7 +76,7 @@ int twinctl_usage_error(const twinctl_conf *conf, const char *fmt, ...)
  * printing help to stdout for --help. */
 struct option;
 int twinctl_parse(twinctl_conf *conf, int argc, char **argv, const struct option *opts,
-                  const char *help, int (*on_option)(void *arg, int val, const char *optarg),
+                  const char *help, int (*on_option)(void *arg, int val, const char *value),
                   void *arg, const char **pos, int max_pos, int *npos);
 
 /* A whole decimal number in [min, max] for option name; otherwise a usage

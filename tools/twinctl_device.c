@@ -68,60 +68,60 @@ typedef struct device_args {
 
 #define CONNECTION_HELP "\nConnection options (twinctl --help) may come anywhere.\n"
 
-static int on_device_option(void *arg, int val, const char *optarg)
+static int on_device_option(void *arg, int val, const char *value)
 {
 	device_args *a = arg;
 
 	switch (val) {
 	case OPT_STATUS:
-		if (strcmp(optarg, "enabled") != 0 && strcmp(optarg, "disabled") != 0)
+		if (strcmp(value, "enabled") != 0 && strcmp(value, "disabled") != 0)
 			return twinctl_usage_error(a->conf, "--status is enabled or disabled.");
-		a->status = optarg;
+		a->status = value;
 		break;
 	case OPT_STATUS_REASON:
-		a->status_reason = optarg;
+		a->status_reason = value;
 		break;
 	case OPT_AUTH_TYPE:
-		a->cred.auth_type = optarg;
+		a->cred.auth_type = value;
 		break;
 	case OPT_PRIMARY_KEY:
-		a->cred.primary_key = optarg;
+		a->cred.primary_key = value;
 		break;
 	case OPT_SECONDARY_KEY:
-		a->cred.secondary_key = optarg;
+		a->cred.secondary_key = value;
 		break;
 	case OPT_PRIMARY_THUMB:
-		a->cred.primary_thumb = optarg;
+		a->cred.primary_thumb = value;
 		break;
 	case OPT_SECONDARY_THUMB:
-		a->cred.secondary_thumb = optarg;
+		a->cred.secondary_thumb = value;
 		break;
 	case OPT_REGENERATE:
 		a->cred.regenerate = 1;
 		break;
 	case OPT_TAGS:
-		a->tags = optarg;
+		a->tags = value;
 		break;
 	case OPT_DESIRED:
-		a->desired = optarg;
+		a->desired = value;
 		break;
 	case OPT_ETAG:
-		a->etag = optarg;
+		a->etag = value;
 		break;
 	case OPT_SHOW_CONNSTR:
 		a->show_connstr = 1;
 		break;
 	case OPT_MAX_COUNT: {
 		char *end;
-		long n = strtol(optarg, &end, 10);
+		long n = strtol(value, &end, 10);
 
-		if (end == optarg || *end != '\0' || n < 1 || n > 1000)
+		if (end == value || *end != '\0' || n < 1 || n > 1000)
 			return twinctl_usage_error(a->conf, "--max-count takes 1 to 1000.");
 		a->max_count = (int)n;
 		break;
 	}
 	case OPT_CONTINUATION:
-		a->continuation = optarg;
+		a->continuation = value;
 		break;
 	case OPT_ALL:
 		a->all = 1;

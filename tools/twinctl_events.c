@@ -97,31 +97,31 @@ static const char events_help[] =
         "  twinctl events --follow --op updateTwin | jq -c .body\n"
         "\nConnection options (twinctl --help) may come anywhere.\n";
 
-static int on_events_option(void *arg, int val, const char *optarg)
+static int on_events_option(void *arg, int val, const char *value)
 {
 	events_args *a = arg;
 
 	switch (val) {
 	case OPT_FROM:
-		return twinctl_number_arg(a->conf, "--from", optarg, 1, SEQ_MAX, &a->from);
+		return twinctl_number_arg(a->conf, "--from", value, 1, SEQ_MAX, &a->from);
 	case OPT_FOLLOW:
 		a->follow = 1;
 		return TWINCTL_EXIT_OK;
 	case OPT_DEVICE:
-		if (optarg[0] == '\0' || strlen(optarg) > DEVICE_ID_MAX)
+		if (value[0] == '\0' || strlen(value) > DEVICE_ID_MAX)
 			return twinctl_usage_error(a->conf,
 			                           "--device takes a deviceId of 1 to %d "
 			                           "characters.",
 			                           DEVICE_ID_MAX);
-		a->device = optarg;
+		a->device = value;
 		return TWINCTL_EXIT_OK;
 	default:
 		/* The broker knows the opTypes; here only what would break the topic. */
-		if (optarg[0] == '\0' || strlen(optarg) > OP_TYPE_MAX ||
-		    strpbrk(optarg, "/+#") != NULL)
+		if (value[0] == '\0' || strlen(value) > OP_TYPE_MAX ||
+		    strpbrk(value, "/+#") != NULL)
 			return twinctl_usage_error(a->conf, "--op takes an opType such as "
 			                                    "updateTwin (see --help).");
-		a->op = optarg;
+		a->op = value;
 		return TWINCTL_EXIT_OK;
 	}
 }

@@ -39,29 +39,29 @@ typedef struct job_args {
 
 #define CONNECTION_HELP "\nConnection options (twinctl --help) may come anywhere.\n"
 
-static int on_job_option(void *arg, int val, const char *optarg)
+static int on_job_option(void *arg, int val, const char *value)
 {
 	job_args *a = arg;
 	twinctl_job_spec *j = &a->spec;
 
 	switch (val) {
 	case OPT_QUERY:
-		j->query = optarg;
+		j->query = value;
 		break;
 	case OPT_DESIRED:
-		j->desired = optarg;
+		j->desired = value;
 		break;
 	case OPT_TAGS:
-		j->tags = optarg;
+		j->tags = value;
 		break;
 	case OPT_ETAG:
-		j->etag = optarg;
+		j->etag = value;
 		break;
 	case OPT_START_TIME:
-		j->start_time = optarg;
+		j->start_time = value;
 		break;
 	case OPT_MAX_TIME:
-		return twinctl_number_arg(a->conf, "--max-time", optarg, 1, 2147483647LL,
+		return twinctl_number_arg(a->conf, "--max-time", value, 1, 2147483647LL,
 		                          &j->max_time);
 	case OPT_WAIT:
 		j->wait = 1;

@@ -51,13 +51,13 @@ static int number(const twinctl_conf *conf, const char *name, const char *text, 
 	return TWINCTL_EXIT_OK;
 }
 
-static int on_query_option(void *arg, int val, const char *optarg)
+static int on_query_option(void *arg, int val, const char *value)
 {
 	query_args *a = arg;
 
 	if (val == OPT_TOP)
-		return number(a->conf, "--top", optarg, 0, 1000000000L, &a->top);
-	return number(a->conf, "--page-size", optarg, 1, 1000, &a->page_size);
+		return number(a->conf, "--top", value, 0, 1000000000L, &a->top);
+	return number(a->conf, "--page-size", value, 1, 1000, &a->page_size);
 }
 
 static cJSON *page_command(const query_args *a, const char *text, const char *token)

@@ -29,18 +29,18 @@ typedef struct twin_args {
 
 #define CONNECTION_HELP "\nConnection options (twinctl --help) may come anywhere.\n"
 
-static int on_twin_option(void *arg, int val, const char *optarg)
+static int on_twin_option(void *arg, int val, const char *value)
 {
 	twin_args *a = arg;
 
 	if (val == OPT_DESIRED)
-		a->desired = optarg;
+		a->desired = value;
 	else if (val == OPT_TAGS)
-		a->tags = optarg;
+		a->tags = value;
 	else if (val == OPT_ETAG)
-		a->etag = optarg;
+		a->etag = value;
 	else if (val == OPT_QUERY)
-		a->query = optarg;
+		a->query = value;
 	return TWINCTL_EXIT_OK;
 }
 
