@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "topic.h"
 #include "twin/changes.h"
 #include "twin/json.h"
 
@@ -161,7 +162,10 @@ static cJSON *handle_request(plg_ctx *ctx, const void *payload, size_t len, unsi
 /* MQTT v5 request/response: a request's response topic (when it is a valid
  * topic to publish on) replaces the default one, and its correlation data
  * goes back with the response. The response still goes only to the
- * requester, whatever topic it names. */
+ * requester, whatever topic it names. Topics in the plugin's own
+ * namespaces are not taken: what arrives on $iothub/ is device traffic
+ * and on $twin/ the event stream, and a control response there would pass
+ * for either. */
 static const char *response_topic(const struct mosquitto_evt_control *ed, char **owned, void **corr,
                                   uint16_t *corr_len)
 {
@@ -172,7 +176,9 @@ static const char *response_topic(const struct mosquitto_evt_control *ed, char *
 	                               false);
 	if (mosquitto_property_read_string(ed->properties, MQTT_PROP_RESPONSE_TOPIC, owned,
 	                                   false) != NULL &&
-	    mosquitto_pub_topic_check(*owned) == MOSQ_ERR_SUCCESS)
+	    mosquitto_pub_topic_check(*owned) == MOSQ_ERR_SUCCESS &&
+	    strncmp(*owned, PLG_IOTHUB_PREFIX, strlen(PLG_IOTHUB_PREFIX)) != 0 &&
+	    strncmp(*owned, "$twin/", 6) != 0)
 		return *owned;
 	return PLG_CONTROL_RESPONSE;
 }

@@ -328,6 +328,33 @@ def test_mqtt5_response_topic_and_correlation_data_are_used(broker):
     assert json.loads(m.payload)["responses"][0]["status"] == 200
 
 
+@pytest.mark.parametrize("reserved", ["$twin/events/updateTwin/d1", "$iothub/twin/res/200/?$rid=1"])
+def test_mqtt5_response_topic_in_the_plugins_namespaces_is_not_used(broker, reserved):
+    # A control response there would pass for an event or a device reply:
+    # the default topic is used instead, correlation data still echoed.
+    got = []
+    c = mqtt.Client(client_id="v5-backend", protocol=mqtt.MQTTv5)
+    c.on_message = lambda _c, _u, m: got.append(m)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = reserved
+    props.CorrelationData = b"c1"
+    c.publish("$CONTROL/twin/v1", json.dumps(
+        {"commands": [{"command": "getTwin", "deviceId": "nobody"}]}), qos=1,
+        properties=props).wait_for_publish(5)
+    for _ in range(100):
+        if got:
+            break
+        threading.Event().wait(0.05)
+    threading.Event().wait(0.2)  # anything else would have come by now
+    c.loop_stop()
+    c.disconnect()
+    assert [m.topic for m in got] == ["$CONTROL/twin/v1/response"]
+    assert got[0].properties.CorrelationData == b"c1"
+    assert json.loads(got[0].payload)["responses"][0]["status"] == 404
+
+
 def test_mqtt311_client_uses_the_default_response_topic(be):
     # Backend is a v3.1.1 client: its responses arrive on the default topic.
     ok(be.command(command="createDevice", deviceId="d1"))
