@@ -299,28 +299,38 @@ def test_spy_on_control_topics_sees_no_responses(broker, be):
     spy.close()
 
 
-@pytest.mark.valgrind_ci
-def test_mqtt5_response_topic_and_correlation_data_are_used(broker):
+def v5_request(port, command, response_topic, corr, subscribe=None, linger=0.0):
+    """One control command from an MQTT v5 client with a response topic and
+    correlation data; the messages it got (waiting for the first, then
+    linger seconds for more)."""
     got, subscribed = [], threading.Event()
     c = mqtt.Client(client_id="v5-backend", protocol=mqtt.MQTTv5)
     c.on_message = lambda _c, _u, m: got.append(m)
     c.on_subscribe = lambda *a: subscribed.set()
-    c.connect("127.0.0.1", broker.port)
+    c.connect("127.0.0.1", port)
     c.loop_start()
-    c.subscribe("replies/me", qos=1)
-    assert subscribed.wait(5)
+    if subscribe:
+        c.subscribe(subscribe, qos=1)
+        assert subscribed.wait(5)
     props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = "replies/me"
-    props.CorrelationData = b"\x00\x01corr"
-    c.publish("$CONTROL/twin/v1", json.dumps(
-        {"commands": [{"command": "createDevice", "deviceId": "d1"}]}), qos=1,
-        properties=props).wait_for_publish(5)
+    props.ResponseTopic = response_topic
+    props.CorrelationData = corr
+    c.publish("$CONTROL/twin/v1", json.dumps({"commands": [command]}), qos=1,
+              properties=props).wait_for_publish(5)
     for _ in range(100):
         if got:
             break
         threading.Event().wait(0.05)
+    threading.Event().wait(linger)
     c.loop_stop()
     c.disconnect()
+    return got
+
+
+@pytest.mark.valgrind_ci
+def test_mqtt5_response_topic_and_correlation_data_are_used(broker):
+    got = v5_request(broker.port, {"command": "createDevice", "deviceId": "d1"},
+                     "replies/me", b"\x00\x01corr", subscribe="replies/me")
     assert got, "no response on the v5 response topic"
     m = got[0]
     assert m.topic == "replies/me"
@@ -332,24 +342,8 @@ def test_mqtt5_response_topic_and_correlation_data_are_used(broker):
 def test_mqtt5_response_topic_in_the_plugins_namespaces_is_not_used(broker, reserved):
     # A control response there would pass for an event or a device reply:
     # the default topic is used instead, correlation data still echoed.
-    got = []
-    c = mqtt.Client(client_id="v5-backend", protocol=mqtt.MQTTv5)
-    c.on_message = lambda _c, _u, m: got.append(m)
-    c.connect("127.0.0.1", broker.port)
-    c.loop_start()
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = reserved
-    props.CorrelationData = b"c1"
-    c.publish("$CONTROL/twin/v1", json.dumps(
-        {"commands": [{"command": "getTwin", "deviceId": "nobody"}]}), qos=1,
-        properties=props).wait_for_publish(5)
-    for _ in range(100):
-        if got:
-            break
-        threading.Event().wait(0.05)
-    threading.Event().wait(0.2)  # anything else would have come by now
-    c.loop_stop()
-    c.disconnect()
+    got = v5_request(broker.port, {"command": "getTwin", "deviceId": "nobody"}, reserved,
+                     b"c1", linger=0.2)
     assert [m.topic for m in got] == ["$CONTROL/twin/v1/response"]
     assert got[0].properties.CorrelationData == b"c1"
     assert json.loads(got[0].payload)["responses"][0]["status"] == 404
