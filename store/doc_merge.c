@@ -14,9 +14,7 @@
 #define META_LAST_UPDATED "$lastUpdated"
 #define META_LAST_VERSION "$lastUpdatedVersion"
 
-/* A copy of key from cJSON's allocator, so trees stay freeable by
- * cJSON_Delete whatever hooks are installed. */
-static char *key_dup(const char *key)
+char *twin_doc_key_dup(const char *key)
 {
 	size_t n = strlen(key) + 1;
 	char *k = cJSON_malloc(n);
@@ -35,7 +33,7 @@ static int set_member(cJSON *obj, const char *key, cJSON *item)
 	cJSON *cur = cJSON_GetObjectItemCaseSensitive(obj, key);
 
 	if (item->string == NULL || strcmp(item->string, key) != 0) {
-		char *k = key_dup(key);
+		char *k = twin_doc_key_dup(key);
 
 		if (k == NULL)
 			return 0;
@@ -60,7 +58,7 @@ static twin_err stamp_node(cJSON *node, const twin_stamp *st)
 		when = cJSON_CreateString(st->when);
 		if (when == NULL)
 			return TWIN_E_NOMEM;
-		when->string = key_dup(META_LAST_UPDATED);
+		when->string = twin_doc_key_dup(META_LAST_UPDATED);
 		if (when->string == NULL) {
 			cJSON_Delete(when);
 			return TWIN_E_NOMEM;
@@ -82,7 +80,7 @@ static twin_err stamp_node(cJSON *node, const twin_stamp *st)
 	if (ver == NULL)
 		return TWIN_E_NOMEM;
 	/* Insert right after "$lastUpdated" to keep stamps ahead of children. */
-	ver->string = key_dup(META_LAST_VERSION);
+	ver->string = twin_doc_key_dup(META_LAST_VERSION);
 	if (ver->string == NULL) {
 		cJSON_Delete(ver);
 		return TWIN_E_NOMEM;

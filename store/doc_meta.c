@@ -131,24 +131,6 @@ static void link_before(cJSON *obj, cJSON *before, cJSON *item)
 	before->prev = item;
 }
 
-/* A copy of the parent's stamp named like it, or NULL when out of memory. */
-static cJSON *inherited(const cJSON *parents)
-{
-	cJSON *c = cJSON_Duplicate(parents, 0);
-
-	if (c != NULL && c->string == NULL) {
-		size_t n = strlen(parents->string) + 1;
-
-		c->string = cJSON_malloc(n);
-		if (c->string == NULL) {
-			cJSON_Delete(c);
-			return NULL;
-		}
-		memcpy(c->string, parents->string, n);
-	}
-	return c;
-}
-
 /* Give node the parent's stamp when it has none of its own; drop a null
  * (an absence written down). *own is the stamp that holds afterwards. */
 static twin_err fill_stamp(cJSON *node, const char *name, const cJSON *parents, cJSON *before,
@@ -162,7 +144,7 @@ static twin_err fill_stamp(cJSON *node, const char *name, const cJSON *parents, 
 	}
 	if (*own != NULL || parents == NULL)
 		return TWIN_OK;
-	*own = inherited(parents);
+	*own = cJSON_Duplicate(parents, 0); /* name included */
 	if (*own == NULL)
 		return TWIN_E_NOMEM;
 	link_before(node, before, *own);
@@ -193,12 +175,11 @@ static twin_err expand_node(cJSON *meta, const cJSON *data, const cJSON *pw, con
 			m = cJSON_CreateObject();
 			if (m == NULL)
 				return TWIN_E_NOMEM;
-			m->string = cJSON_malloc(strlen(d->string) + 1);
+			m->string = twin_doc_key_dup(d->string);
 			if (m->string == NULL) {
 				cJSON_Delete(m);
 				return TWIN_E_NOMEM;
 			}
-			strcpy(m->string, d->string);
 			link_before(meta, next, m);
 		} else if (m == next) {
 			next = next->next;

@@ -5,7 +5,8 @@
  * Only what a path names is read: tags, desired and reported are scanned as
  * stored text (json_scan.h), the identity is read only for identity fields,
  * and section views are spliced from stored text rather than parsed and
- * printed; only $metadata, stored without inherited stamps, is parsed and
+ * printed. $metadata is stored without inherited stamps: a stamp is found
+ * by walking down its path, and only a whole metadata node is parsed and
  * rebuilt. Top-level names and desired/reported match case-insensitively,
  * names below them exactly (§8.2).
  */

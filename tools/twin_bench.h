@@ -234,6 +234,10 @@ void bench_error(bench_pool *p, const char *fmt, ...) __attribute__((format(prin
 /* Count an error and mark client c failed (its connection is dropped). */
 void bench_client_fail(bench_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* 1 when a SUBACK granted at least want filters, each at QoS 0 or 1
+ * (0x80 and anything above 1 are refusals). */
+int bench_granted_ok(int count, const int *granted, int want);
+
 /* Close client c on purpose (DISCONNECT): no error, state BENCH_C_IDLE
  * once the socket is closed. */
 void bench_client_close(bench_client *c);

@@ -487,3 +487,13 @@ void bench_pool_free(bench_pool *p)
 	p->c = NULL;
 	p->pfd = NULL;
 }
+
+int bench_granted_ok(int count, const int *granted, int want)
+{
+	if (count < want)
+		return 0;
+	for (int i = 0; i < count; i++)
+		if (granted[i] > 1)
+			return 0;
+	return 1;
+}

@@ -36,16 +36,6 @@
 
 enum fleet_phase { PH_NEW, PH_READY, PH_WAITING, PH_DONE, PH_LOST };
 
-static int granted_ok(int count, const int *granted, int want)
-{
-	if (count < want)
-		return 0;
-	for (int i = 0; i < count; i++)
-		if (granted[i] > 1)
-			return 0;
-	return 1;
-}
-
 static void record(bench_pool *p, bench_samples *s, uint64_t ns)
 {
 	if (bench_samples_add(s, ns) != 0)
@@ -106,7 +96,7 @@ static void fanout_subscribed(bench_client *c, int mid, int count, const int *gr
 	fanout *f = c->pool->scenario;
 
 	(void)mid, (void)now;
-	if (!granted_ok(count, granted, 1)) {
+	if (!bench_granted_ok(count, granted, 1)) {
 		bench_client_fail(c, "subscription refused (SUBACK 0x%02x)",
 		                  count ? granted[0] : 0x80);
 	} else if (c->number < 0) {
@@ -302,7 +292,7 @@ static void storm_subscribed(bench_client *c, int mid, int count, const int *gra
 	(void)mid, (void)now;
 	if (c->phase != PH_NEW)
 		return;
-	if (!granted_ok(count, granted, 2)) {
+	if (!bench_granted_ok(count, granted, 2)) {
 		bench_client_fail(c, "subscription refused");
 		return;
 	}

@@ -310,10 +310,7 @@ static void soak_subscribed(bench_client *c, int mid, int count, const int *gran
 	int want = c->number < 0 ? 1 : 2;
 
 	(void)mid, (void)now;
-	for (int i = 0; i < count; i++)
-		if (granted[i] > 1)
-			count = 0;
-	if (count < want)
+	if (!bench_granted_ok(count, granted, want))
 		bench_client_fail(c, "subscription refused");
 	else if (c->number < 0)
 		r->backend_ready = 1;

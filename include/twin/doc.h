@@ -83,6 +83,11 @@ cJSON *twin_meta_touched(const cJSON *meta, const cJSON *patch);
  * with st (§4.1, "a replace stamps every node"). NULL when out of memory. */
 cJSON *twin_meta_stamp_all(const cJSON *data, const twin_stamp *st);
 
+/* A copy of key from cJSON's allocator, to name an item: trees stay
+ * freeable by cJSON_Delete whatever hooks are installed. NULL when out of
+ * memory. */
+char *twin_doc_key_dup(const char *key);
+
 /* Append meta as stored (store/doc_meta.c): each node with only the stamps
  * it does not share with its parent, and without the nodes left empty.
  * 1 on success; 0 when out of memory or meta is not an object, and then b
